@@ -1,0 +1,38 @@
+# Two commands: `make dev` runs the product, `make test` runs the tests.
+# Both create .venv and install the project into it when needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export MOOVITAMIX_API_URL ?= http://127.0.0.1:8000
+export MOOVITAMIX_DUCKDB_PATH ?= data/moovitamix.duckdb
+
+.PHONY: install dev test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+# The emulated API on 127.0.0.1:8000 and the Dagster UI on 127.0.0.1:3000; Ctrl-C stops both.
+dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	bash scripts/dev.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/emulator_benchmark.py
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) data *.egg-info

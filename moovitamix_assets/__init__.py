@@ -1,0 +1,1 @@
+"""Moovitamix data platform: the Dagster code location."""

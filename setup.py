@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="moovitamix_assets",
+    version="0.1.0",
+    description="Daily ingestion, quality checks and recommendations for the Moovitamix music app, on Dagster and DuckDB.",
+    packages=find_packages(exclude=["moovitamix_assets_tests*", "benchmarks*"]),
+    package_data={"moovitamix_assets": ["*/sql/*.sql"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "dagster>=1.13,<1.14",
+        "dagster-duckdb>=0.29,<0.30",
+        "duckdb>=1.2",
+        "pandas>=2.2,<3",
+        "pyarrow>=15",
+        "requests>=2.31",
+        "urllib3>=2",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "implicit>=0.7.2,<0.8",
+        "threadpoolctl>=3.1",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        # The emulator of the upstream API (moovitamix_api) and everything the tests and
+        # `make dev` need; the code location itself never imports these.
+        "dev": [
+            "dagster-webserver>=1.13,<1.14",
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "pytest>=8",
+            "psutil>=5.9",
+        ],
+    },
+    entry_points={"console_scripts": ["moovitamix-api=moovitamix_api.cli:main"]},
+)
