@@ -1,0 +1,40 @@
+-- Runs after type_<entity>.sql. Among the usable records of one id, the one with the
+-- latest updated_at is kept (on a tie, the one served last); the others are rejected as
+-- duplicate_id. Every served record then is either accepted or in rejected_records.
+CREATE OR REPLACE TEMP TABLE staged AS
+SELECT
+    *,
+    CASE
+        WHEN reject_reason IS NOT NULL THEN reject_reason
+        WHEN row_number() OVER (
+            PARTITION BY reject_reason IS NULL, record_key
+            ORDER BY updated_at DESC, served_position DESC
+        ) > 1 THEN 'duplicate_id'
+    END AS final_reason
+FROM typed;
+
+CREATE SCHEMA IF NOT EXISTS quality;
+CREATE TABLE IF NOT EXISTS quality.rejected_records (
+    entity          VARCHAR   NOT NULL,  -- users, tracks or listen_history
+    snapshot_date   DATE      NOT NULL,
+    served_position BIGINT    NOT NULL,  -- 1-based position of the record in the pull
+    record          JSON      NOT NULL,  -- the record as received
+    reason          VARCHAR   NOT NULL,  -- reason codes, '; '-separated (see macros.sql)
+    run_id          VARCHAR   NOT NULL,
+    rejected_at     TIMESTAMP NOT NULL
+);
+
+DELETE FROM quality.rejected_records
+WHERE entity = getvariable('entity') AND snapshot_date = getvariable('snapshot_date');
+
+INSERT INTO quality.rejected_records
+SELECT
+    getvariable('entity'),
+    getvariable('snapshot_date'),
+    served_position,
+    record,
+    final_reason,
+    getvariable('run_id'),
+    now()::TIMESTAMP
+FROM staged
+WHERE final_reason IS NOT NULL;
