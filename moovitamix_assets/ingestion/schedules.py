@@ -5,7 +5,6 @@ import os
 import dagster as dg
 
 from moovitamix_assets.constants import CORE, RAW
-from moovitamix_assets.ingestion.partitions import daily_snapshots
 
 INGESTION_CRON_ENV = "MOOVITAMIX_INGESTION_CRON"
 DEFAULT_INGESTION_CRON = "0 2 * * *"
@@ -14,7 +13,6 @@ daily_ingestion_job = dg.define_asset_job(
     name="daily_ingestion",
     description="Pull the day's snapshot of every endpoint, then rebuild the core tables and run their checks.",
     selection=dg.AssetSelection.groups(RAW, CORE),
-    partitions_def=daily_snapshots,
 )
 
 

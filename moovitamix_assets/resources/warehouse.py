@@ -1,8 +1,9 @@
 """The DuckDB warehouse: where the file lives, its schemas and tables, and the writers' pool."""
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import dagster as dg
 import duckdb
@@ -34,6 +35,16 @@ class WarehouseResource(DuckDBResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.database != ":memory:" and not self.database.startswith("md:"):
             Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        # DuckDBResource closes its connection only when the block succeeds; after a failure
+        # the open connection (held by the traceback) keeps the file locked for this process.
+        with super().get_connection() as connection:
+            try:
+                yield connection
+            finally:
+                connection.close()
 
 
 def warehouse_from_env() -> WarehouseResource:

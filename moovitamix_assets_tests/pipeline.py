@@ -1,0 +1,71 @@
+"""Helpers for tests that run the real pipeline: materialize assets against an emulator and a DuckDB file."""
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import dagster as dg
+import duckdb
+
+from moovitamix_assets.core.assets import core_assets
+from moovitamix_assets.core.checks import QualityPolicy, core_checks
+from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.ml.registry import ModelStore
+from moovitamix_assets.ml.sensors import DriftPolicy
+from moovitamix_assets.resources.api import MoovitamixApiResource
+from moovitamix_assets.resources.warehouse import WarehouseResource
+
+INGESTION = [*raw_snapshot_assets, *core_assets, *core_checks]
+
+
+def resources(base_url: str, database: Path, **api_options) -> dict:
+    return {
+        "api": MoovitamixApiResource(base_url=base_url, **api_options),
+        "warehouse": WarehouseResource(database=str(database)),
+        "quality_policy": QualityPolicy(),
+        "model_store": ModelStore(directory=str(Path(database).parent / "models")),
+        "drift_policy": DriftPolicy(),
+    }
+
+
+def materialize_day(
+    base_url: str,
+    database: Path,
+    snapshot_date: str,
+    assets: Iterable = INGESTION,
+    instance: Optional[dg.DagsterInstance] = None,
+    raise_on_error: bool = True,
+    **api_options,
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        list(assets),
+        partition_key=snapshot_date,
+        resources=resources(base_url, database, **api_options),
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def query(database: Path, sql: str, params=()) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def scalar(database: Path, sql: str, params=()):
+    return query(database, sql, params)[0][0]
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """(asset path, check name) -> evaluation, for every check the run evaluated."""
+    return {
+        ("/".join(evaluation.asset_key.path), evaluation.check_name): evaluation
+        for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def table_fingerprint(database: Path, table: str) -> tuple:
+    """Row count and an order-independent checksum of a table's content."""
+    return tuple(
+        query(database, f"SELECT count(*), sum(hash(COLUMNS(* EXCLUDE (ingested_at, run_id)))) FROM {table}")[0]
+        if table.startswith("raw.")
+        else query(database, f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {table}")[0]
+    )
