@@ -17,11 +17,13 @@ from moovitamix_assets.resources.warehouse import WarehouseResource
 INGESTION = [*raw_snapshot_assets, *core_assets, *core_checks]
 
 
-def resources(base_url: str, database: Path, **api_options) -> dict:
+def resources(
+    base_url: str, database: Path, quality_policy: Optional[QualityPolicy] = None, **api_options
+) -> dict:
     return {
         "api": MoovitamixApiResource(base_url=base_url, **api_options),
         "warehouse": WarehouseResource(database=str(database)),
-        "quality_policy": QualityPolicy(),
+        "quality_policy": quality_policy or QualityPolicy(),
         "model_store": ModelStore(directory=str(Path(database).parent / "models")),
         "drift_policy": DriftPolicy(),
     }
@@ -34,12 +36,13 @@ def materialize_day(
     assets: Iterable = INGESTION,
     instance: Optional[dg.DagsterInstance] = None,
     raise_on_error: bool = True,
+    quality_policy: Optional[QualityPolicy] = None,
     **api_options,
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         list(assets),
         partition_key=snapshot_date,
-        resources=resources(base_url, database, **api_options),
+        resources=resources(base_url, database, quality_policy, **api_options),
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
