@@ -1,0 +1,108 @@
+"""`make dev` brings up the emulated API and the Dagster UI with the code location loaded; Ctrl-C stops both."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on RepositoryLocation { repositories { jobs { name } schedules { name scheduleState { status } } sensors { name sensorState { status } } } }
+          ... on PythonError { message }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = requests.get(url, timeout=5)
+            if response.ok:
+                return response
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout} s")
+        time.sleep(1)
+
+
+def is_listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c(tmp_path):
+    api_port, ui_port = free_port(), free_port()
+    environment = {
+        **os.environ,
+        "MOOVITAMIX_API_PORT": str(api_port),
+        "DAGSTER_PORT": str(ui_port),
+        "MOOVITAMIX_API_URL": f"http://127.0.0.1:{api_port}",
+        "MOOVITAMIX_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+    }
+    # Its own session and process group: the signal below reaches make as Ctrl-C would.
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "dev", f"DAGSTER_HOME={tmp_path / 'dagster_home'}"],
+        cwd=ROOT, env=environment, start_new_session=True,
+        stdout=open(tmp_path / "dev.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{ui_port}/server_info", timeout=180)
+        page = wait_for(f"http://127.0.0.1:{api_port}/users?size=1", timeout=30).json()
+        assert page["page"] == 1 and len(page["items"]) == 1
+
+        deadline = time.monotonic() + 120
+        while True:
+            workspace = requests.post(
+                f"http://127.0.0.1:{ui_port}/graphql", json={"query": WORKSPACE_QUERY}, timeout=30
+            ).json()["data"]["workspaceOrError"]
+            (entry,) = workspace["locationEntries"]
+            if entry["loadStatus"] == "LOADED" or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert entry["name"] == "moovitamix_assets"
+        location = entry["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        (repository,) = location["repositories"]
+        assert {"daily_ingestion", "retrain_recommender"} <= {job["name"] for job in repository["jobs"]}
+        assert {schedule["scheduleState"]["status"] for schedule in repository["schedules"]} == {"RUNNING"}
+        sensors = {sensor["name"]: sensor["sensorState"]["status"] for sensor in repository["sensors"]}
+        assert sensors["automation_sensor"] == "RUNNING"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    deadline = time.monotonic() + 30
+    while (is_listening(api_port) or is_listening(ui_port)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not is_listening(api_port), "the emulator outlived Ctrl-C"
+    assert not is_listening(ui_port), "dagster dev outlived Ctrl-C"
