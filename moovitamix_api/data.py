@@ -125,8 +125,13 @@ def below(n: Any, *keys: Any) -> np.ndarray:
     F_ARTIST_FIRST, F_ARTIST_LAST, F_WRITER_FIRST, F_WRITER_LAST, F_DURATION, F_ALBUM_1,
     F_ALBUM_2, F_WORD, F_LISTEN_GENRE, F_LISTEN_PREFERRED, F_LISTEN_RANK, F_LISTEN_SHAPE,
     F_LISTEN_PICKS, F_FAULT, F_FAULT_FIELD, F_FAULT_VALUE, F_FAULT_ITEM, F_DUPLICATE_PHASE,
-    F_DUPLICATE_SOURCE, F_ID_PERMUTATION,
-) = range(1, 40)  # fmt: skip
+    F_DUPLICATE_SOURCE, F_ID_PERMUTATION, F_SCENE,
+) = range(1, 41)  # fmt: skip
+
+# Within a genre, listeners split into scenes of about this many tracks (see _Realistic).
+TRACKS_PER_SCENE = 12
+# Share of listens that go to a genre's hits (log-uniform by rank); the rest stay in a scene.
+HIT_SHARE = 0.4
 
 
 def _pick(options: tuple, indices: np.ndarray) -> List[Any]:
@@ -180,8 +185,10 @@ class _Realistic:
     every listen depends only on (user, position in history), so a later history starts
     with the earlier one. A listen picks one of the user's 1-3 preferred genres (85%) or
     any genre, then a track of that genre among those existing that day: half the time
-    uniformly, half log-uniformly by rank, where rank is id order within the genre (the
-    genre's oldest tracks are its hits). An as-of before start_date serves start_date.
+    log-uniformly by rank, where rank is id order within the genre (the genre's oldest
+    tracks are its hits) with probability HIT_SHARE, otherwise uniformly within the user's
+    scene of that genre (one of in-genre tracks // TRACKS_PER_SCENE circles, ranks congruent
+    modulo their number). An as-of before start_date serves start_date.
     """
 
     def __init__(self, settings: EmulatorSettings, as_of: dt.date):
@@ -386,8 +393,14 @@ class _Realistic:
         ]
         u_rank = unit(w, e, user, position, F_LISTEN_RANK)
         zipf = np.floor(np.power(in_genre + 1.0, u_rank)) - 1
-        flat = np.floor(u_rank * in_genre)
-        rank = np.where(unit(w, e, user, position, F_LISTEN_SHAPE) < 0.5, zipf, flat).astype(np.int64)
+        # A genre's listeners split into scenes (ranks congruent mod the number of scenes);
+        # a user belongs to one scene per genre and plays its tracks alike: the co-listening
+        # that genre and popularity alone do not explain, and a recommender can learn.
+        scenes = np.maximum(in_genre // TRACKS_PER_SCENE, 1)
+        scene = (hash64(w, 1, user, genre, F_SCENE) % scenes.astype(np.uint64)).astype(np.int64)
+        scene_size = np.maximum((in_genre - scene + scenes - 1) // scenes, 1)
+        in_scene = scene + np.floor(u_rank * scene_size).astype(np.int64) * scenes
+        rank = np.where(unit(w, e, user, position, F_LISTEN_SHAPE) < HIT_SHARE, zipf, in_scene).astype(np.int64)
         rank = np.clip(rank, 0, np.maximum(in_genre - 1, 0))
         slots = self.genre_slots[genre]
         track = (rank // slots) * SLOT_CYCLE + self.slot_rank[genre, rank % slots] + 1

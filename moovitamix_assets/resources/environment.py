@@ -1,0 +1,25 @@
+"""The resources every asset gets, built from the environment in one place."""
+
+import os
+
+import dagster as dg
+
+from moovitamix_assets.core.checks import QualityPolicy
+from moovitamix_assets.resources.api import MoovitamixApiResource
+from moovitamix_assets.resources.warehouse import warehouse_from_env
+
+API_URL_ENV = "MOOVITAMIX_API_URL"
+API_TOKEN_ENV = "MOOVITAMIX_API_TOKEN"
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "api": MoovitamixApiResource(
+            base_url=os.getenv(API_URL_ENV, DEFAULT_API_URL),
+            # An EnvVar, not the value: Dagster resolves it at run time and never shows it.
+            api_token=dg.EnvVar(API_TOKEN_ENV) if os.getenv(API_TOKEN_ENV) else None,
+        ),
+        "warehouse": warehouse_from_env(),
+        "quality_policy": QualityPolicy(),
+    }
