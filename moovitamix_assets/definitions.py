@@ -6,22 +6,46 @@ from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import core_checks
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.schedules import daily_ingestion_job, daily_ingestion_schedule
-from moovitamix_assets.resources import resources_from_env
+from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
+from moovitamix_assets.ml.checks import ml_checks
+from moovitamix_assets.ml.schedules import retrain_recommender_job, weekly_retrain_schedule
+from moovitamix_assets.ml.sensors import recommender_drift_sensor
+from moovitamix_assets.monitoring.alerts import check_failure_alert_sensor, run_failure_alert_sensor
+from moovitamix_assets.monitoring.lake import (
+    raw_retention,
+    raw_retention_job,
+    raw_retention_schedule,
+    raw_snapshot_parquet,
+)
+from moovitamix_assets.resources.environment import resources_from_env
 
 # Declared here because Dagster creates the default automation sensor STOPPED.
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Rebuilds the core tables after a raw snapshot lands, whoever materialized it.",
+    description="Rebuilds core tables after a raw snapshot lands and recommendations after core or a new champion.",
 )
 
 defs = dg.Definitions(
-    assets=[*raw_snapshot_assets, *core_assets],
-    asset_checks=[*core_checks],
-    jobs=[daily_ingestion_job],
-    schedules=[daily_ingestion_schedule],
-    sensors=[automation_sensor],
+    assets=[
+        *raw_snapshot_assets,
+        *core_assets,
+        training_set,
+        recommender_model,
+        user_recommendations,
+        raw_snapshot_parquet,
+        raw_retention,
+    ],
+    asset_checks=[*core_checks, *ml_checks],
+    jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job],
+    schedules=[daily_ingestion_schedule, weekly_retrain_schedule, raw_retention_schedule],
+    sensors=[
+        automation_sensor,
+        recommender_drift_sensor,
+        run_failure_alert_sensor,
+        check_failure_alert_sensor,
+    ],
     resources=resources_from_env(),
     # Steps run one after another in the run's process: DuckDB allows one writer per file,
     # and for this workload the in-process executor is several times faster.

@@ -5,6 +5,10 @@ import os
 import dagster as dg
 
 from moovitamix_assets.core.checks import QualityPolicy
+from moovitamix_assets.ml.registry import model_store_from_env
+from moovitamix_assets.ml.sensors import DriftPolicy
+from moovitamix_assets.monitoring.alerts import alert_settings_from_env
+from moovitamix_assets.monitoring.lake import lake_from_env
 from moovitamix_assets.resources.api import MoovitamixApiResource
 from moovitamix_assets.resources.warehouse import warehouse_from_env
 
@@ -22,4 +26,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         ),
         "warehouse": warehouse_from_env(),
         "quality_policy": QualityPolicy(),
+        "model_store": model_store_from_env(),
+        "drift_policy": DriftPolicy(),
+        "alert_settings": alert_settings_from_env(),
+        "lake": lake_from_env(),
     }
