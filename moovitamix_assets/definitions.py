@@ -11,6 +11,8 @@ from moovitamix_assets.ml.checks import ml_checks
 from moovitamix_assets.ml.schedules import retrain_recommender_job, weekly_retrain_schedule
 from moovitamix_assets.ml.sensors import recommender_drift_sensor
 from moovitamix_assets.monitoring.alerts import check_failure_alert_sensor, run_failure_alert_sensor
+from moovitamix_assets.monitoring.freshness import with_daily_freshness
+from moovitamix_assets.monitoring.health import pipeline_health
 from moovitamix_assets.monitoring.lake import (
     raw_retention,
     raw_retention_job,
@@ -30,12 +32,12 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 defs = dg.Definitions(
     assets=[
         *raw_snapshot_assets,
-        *core_assets,
+        *with_daily_freshness([*core_assets, user_recommendations]),
         training_set,
         recommender_model,
-        user_recommendations,
         raw_snapshot_parquet,
         raw_retention,
+        pipeline_health,
     ],
     asset_checks=[*core_checks, *ml_checks],
     jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job],

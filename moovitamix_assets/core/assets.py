@@ -9,6 +9,7 @@ import duckdb
 
 from moovitamix_assets.constants import CORE, RAW
 from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.monitoring.metrics import recorded_result
 from moovitamix_assets.resources.warehouse import (
     DUCKDB_POOL,
     WarehouseResource,
@@ -18,6 +19,12 @@ from moovitamix_assets.resources.warehouse import (
 )
 
 SQL = Path(__file__).parent / "sql"
+
+# The kinds of reason a record is rejected for (macros.sql and dedupe.sql give them).
+REASON_KINDS = (
+    "missing_field", "null_field", "invalid_type", "invalid_id",
+    "unparseable_timestamp", "invalid_duration", "duplicate_id",
+)  # fmt: skip
 
 # eager() also waits until no upstream partition is missing; a history of daily snapshots
 # always misses some days, so that clause is dropped: any new raw snapshot rebuilds core.
@@ -81,6 +88,15 @@ def build_core_table(
     return CoreBuild(snapshot_date, served, accepted, served - accepted, rows, rejected_by_reason)
 
 
+def rejects_by_kind(build: CoreBuild) -> dict[str, int]:
+    """Rejected records per kind of reason (null_field, duplicate_id, ...), fields summed."""
+    counts = dict.fromkeys(REASON_KINDS, 0)
+    for reason, count in build.rejected_by_reason.items():
+        kind = reason.split(":", 1)[0]
+        counts[kind] = counts.get(kind, 0) + count
+    return counts
+
+
 def build_core_asset(entity: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=[CORE, entity],
@@ -106,8 +122,10 @@ def build_core_asset(entity: str, description: str) -> dg.AssetsDefinition:
                 f"{build.rejected} of {build.served} {entity} records of {build.snapshot_date} "
                 f"rejected: {build.rejected_by_reason}; see quality.rejected_records."
             )
-        return dg.MaterializeResult(
-            metadata={
+        return recorded_result(
+            context,
+            warehouse,
+            {
                 "dagster/row_count": build.rows,
                 "dagster/table_name": core_table(entity),
                 "dagster/column_schema": dg.TableSchema(
@@ -122,7 +140,9 @@ def build_core_asset(entity: str, description: str) -> dg.AssetsDefinition:
                 "rejects_by_reason": dg.MetadataValue.json(build.rejected_by_reason),
                 "seconds": round(seconds, 3),
                 "rows_per_second": round(build.rows / seconds, 1) if seconds else 0.0,
-            }
+                # One number per kind of reason, zero included, so the UI plots each over time.
+                **{f"rejected_{kind}": count for kind, count in rejects_by_kind(build).items()},
+            },
         )
 
     return core_asset

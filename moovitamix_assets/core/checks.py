@@ -14,6 +14,7 @@ import duckdb
 
 from moovitamix_assets.constants import CORE
 from moovitamix_assets.contract import CONTRACT_FIELDS, LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.monitoring.metrics import record_check_results
 from moovitamix_assets.resources.warehouse import (
     DUCKDB_POOL,
     REJECTED_RECORDS,
@@ -271,18 +272,23 @@ def build_core_checks(entity: str) -> dg.AssetChecksDefinition:
         ]
 
     @dg.multi_asset_check(name=f"{entity}_quality", specs=specs, pool=DUCKDB_POOL, can_subset=False)
-    def core_checks(warehouse: WarehouseResource, quality_policy: QualityPolicy) -> Iterator[dg.AssetCheckResult]:
+    def core_checks(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality_policy: QualityPolicy
+    ) -> Iterator[dg.AssetCheckResult]:
         with warehouse.get_connection() as connection:
             snapshot_date = latest_snapshot(connection, entity)
-            yield check_duplicate_ids(connection, entity, snapshot_date, quality_policy)
-            yield check_required_fields(connection, entity, snapshot_date)
-            yield check_values_typed(connection, entity, snapshot_date)
-            yield check_updated_after_created(connection, entity)
-            yield check_row_count_stable(connection, entity, snapshot_date, quality_policy)
-            yield check_fields_match_contract(connection, entity, snapshot_date)
+            results = [
+                check_duplicate_ids(connection, entity, snapshot_date, quality_policy),
+                check_required_fields(connection, entity, snapshot_date),
+                check_values_typed(connection, entity, snapshot_date),
+                check_updated_after_created(connection, entity),
+                check_row_count_stable(connection, entity, snapshot_date, quality_policy),
+                check_fields_match_contract(connection, entity, snapshot_date),
+            ]
             if entity == LISTEN_HISTORY:
-                yield check_orphans(connection, "user_id", USERS, quality_policy)
-                yield check_orphans(connection, "track_id", TRACKS, quality_policy)
+                results.append(check_orphans(connection, "user_id", USERS, quality_policy))
+                results.append(check_orphans(connection, "track_id", TRACKS, quality_policy))
+            yield from record_check_results(connection, context.run.run_id, results)
 
     return core_checks
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 from moovitamix_assets.constants import RAW
 from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.ingestion.partitions import daily_snapshots
+from moovitamix_assets.monitoring.metrics import recorded_result
 from moovitamix_assets.resources.api import MoovitamixApiResource, Page
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, raw_table
 
@@ -115,8 +116,10 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
                 f"/{entity}: the API reported {total_reported} records and served {rows}; "
                 "records can move between pages while a pull runs."
             )
-        return dg.MaterializeResult(
-            metadata={
+        return recorded_result(
+            context,
+            warehouse,
+            {
                 "dagster/row_count": rows,
                 "dagster/table_name": raw_table(entity),
                 "snapshot_date": context.partition_key,
@@ -128,7 +131,7 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
                 "bytes": stats.bytes,
                 "seconds": round(seconds, 3),
                 "records_per_second": round(rows / seconds, 1) if seconds else 0.0,
-            }
+            },
         )
 
     return raw_snapshot

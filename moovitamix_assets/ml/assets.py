@@ -22,6 +22,7 @@ from moovitamix_assets.ml.registry import (
     new_version,
     record,
 )
+from moovitamix_assets.monitoring.metrics import recorded_result
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
 
 TRAINING_SET = "ml.training_set"
@@ -119,8 +120,10 @@ def training_set(
             "SELECT user_id::BIGINT AS user_id, track_id::BIGINT AS track_id, position::INTEGER AS position, "
             "side::VARCHAR AS side, snapshot_date::DATE AS snapshot_date FROM labelled ORDER BY user_id, position"
         )
-    return dg.MaterializeResult(
-        metadata={
+    return recorded_result(
+        context,
+        warehouse,
+        {
             "dagster/row_count": len(labelled),
             "snapshot_date": snapshot_date,
             "train_listens": len(train),
@@ -129,7 +132,7 @@ def training_set(
             "tracks": int(listens["track_id"].nunique()),
             "test_users": int(test["user_id"].nunique()),
             "split": dg.MetadataValue.json(config.model_dump()),
-        }
+        },
     )
 
 
@@ -250,8 +253,10 @@ def recommender_model(
 
     serving = next((entry for entry in entries if entry.status == CHAMPION), champion)
     context.log.info(f"challenger {entries[0].version}: {decision.reason}")
-    return dg.MaterializeResult(
-        metadata={
+    return recorded_result(
+        context,
+        warehouse,
+        {
             "challenger_version": entries[0].version,
             "algorithm": params.algorithm,
             "promoted": decision.promote,
@@ -267,7 +272,7 @@ def recommender_model(
             "train_seconds": round(train_seconds, 3),
             "train_listens": len(train),
             "test_listens": len(test),
-        }
+        },
     )
 
 
@@ -325,8 +330,10 @@ def user_recommendations(
             raise
     seconds = time.monotonic() - started
     sources = recommendations.drop_duplicates("user_id")["source"].value_counts().to_dict()
-    return dg.MaterializeResult(
-        metadata={
+    return recorded_result(
+        context,
+        warehouse,
+        {
             "dagster/row_count": len(recommendations),
             "users": int(recommendations["user_id"].nunique()),
             "model_version": champion.version,
@@ -334,5 +341,5 @@ def user_recommendations(
             "fallback_users": int(sum(count for source, count in sources.items() if source != "model")),
             "distinct_tracks": int(recommendations["track_id"].nunique()),
             "seconds": round(seconds, 3),
-        }
+        },
     )

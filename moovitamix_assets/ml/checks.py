@@ -10,6 +10,7 @@ from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
 from moovitamix_assets.ml.assets import USER_RECOMMENDATIONS, RecommendationsConfig
 from moovitamix_assets.ml.promotion import PROMOTION_METRIC
 from moovitamix_assets.ml.registry import current_champion
+from moovitamix_assets.monitoring.metrics import record_check_results
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
 
 SAMPLE_SIZE = 10
@@ -91,12 +92,15 @@ def check_only_known_tracks(connection: duckdb.DuckDBPyConnection) -> dg.AssetCh
     pool=DUCKDB_POOL,
 )
 def user_recommendations_quality(
-    warehouse: WarehouseResource, config: RecommendationsConfig
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, config: RecommendationsConfig
 ) -> Iterator[dg.AssetCheckResult]:
     with warehouse.get_connection() as connection:
-        yield check_every_user_has_k(connection, config.k)
-        yield check_no_history_recommended(connection)
-        yield check_only_known_tracks(connection)
+        results = [
+            check_every_user_has_k(connection, config.k),
+            check_no_history_recommended(connection),
+            check_only_known_tracks(connection),
+        ]
+        yield from record_check_results(connection, context.run.run_id, results)
 
 
 def check_champion_beats_popularity(connection: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
@@ -129,9 +133,14 @@ def check_champion_beats_popularity(connection: duckdb.DuckDBPyConnection) -> dg
     pool=DUCKDB_POOL,
     description="The serving model's NDCG@k is no worse than popularity's on its test data; blocks the recommendations.",
 )
-def champion_beats_popularity(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def champion_beats_popularity(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
     with warehouse.get_connection() as connection:
-        return check_champion_beats_popularity(connection)
+        (result,) = record_check_results(
+            connection, context.run.run_id, [check_champion_beats_popularity(connection)]
+        )
+    return result
 
 
 ml_checks = [user_recommendations_quality, champion_beats_popularity]
