@@ -8,72 +8,20 @@ spread across the whole range), and prints pages/s, records/s and the server's p
 """
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import requests
+
+from measure import PeakRss, start_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("users", "tracks", "listen_history")
 AS_OF = "2026-01-01"  # the start date: counts are exactly --users / --tracks
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PeakRss:
-    """Samples a process's resident memory every 10 ms in a thread."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.01)
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def start_emulator(users: int, tracks: int):
-    port = free_port()
-    command = [
-        sys.executable, "-m", "moovitamix_api.cli", "--port", str(port), "--log-level", "warning",
-        "--users", str(users), "--tracks", str(tracks), "--as-of", AS_OF,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base_url}/openapi.json", timeout=1).ok:
-                return process, base_url
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the emulator did not start")
+def start_emulator_at(users: int, tracks: int):
+    return start_emulator(["--users", str(users), "--tracks", str(tracks), "--as-of", AS_OF])
 
 
 def page_numbers(total_pages: int, count: int) -> list:
@@ -84,7 +32,7 @@ def page_numbers(total_pages: int, count: int) -> list:
 
 
 def run_scale(users: int, tracks: int, requests_per_endpoint: int) -> None:
-    process, base_url = start_emulator(users, tracks)
+    process, base_url = start_emulator_at(users, tracks)
     try:
         session = requests.Session()
         with PeakRss(process.pid) as rss:

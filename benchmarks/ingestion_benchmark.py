@@ -39,11 +39,7 @@ import argparse
 import datetime as dt
 import os
 import resource
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +58,8 @@ from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.resources.api import MoovitamixApiResource
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
+from measure import PeakRss, start_emulator, stop_emulator
+
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("users", "tracks", "listen_history")
 DAY = "2026-11-01"  # served snapshot date, start date and partition key
@@ -74,79 +72,11 @@ MIB = 2**20
 # ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_emulator(users: int, tracks: int, listens_per_user: float) -> tuple:
-    """Starts the emulator CLI in a subprocess; returns (process, base_url) once it answers."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "moovitamix_api.cli", "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--users", str(users), "--tracks", str(tracks),
-        "--listens-per-user", str(listens_per_user), "--start-date", DAY, "--as-of", DAY,
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the emulator exited with code {process.returncode}")
-        try:
-            if requests.get(f"{base_url}/openapi.json", timeout=1).ok:
-                return process, base_url
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the emulator did not answer within 60 s")
-
-
-def stop_emulator(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-class PeakRss:
-    """Samples a process's resident memory every 10 ms in a thread while the block runs.
-
-    Keeps the (time.time(), rss) samples too, so that the peak of a time window (one
-    Dagster step) can be read afterwards with `peak_between`.
-    """
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.start = self.process.memory_info().rss
-        self.peak = self.start
-        self.samples: list = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                rss = self.process.memory_info().rss
-            except psutil.NoSuchProcess:
-                return
-            self.peak = max(self.peak, rss)
-            self.samples.append((time.time(), rss))
-            time.sleep(0.01)
-
-    def peak_between(self, start: float, end: float) -> int:
-        return max((rss for at, rss in self.samples if start <= at <= end), default=0)
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
+def start_emulator_at(users: int, tracks: int, listens_per_user: float) -> tuple:
+    return start_emulator([
+        "--users", str(users), "--tracks", str(tracks), "--listens-per-user", str(listens_per_user),
+        "--start-date", DAY, "--as-of", DAY,
+    ])  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -350,7 +280,7 @@ def run_scale(users: int, tracks: int, listens_per_user: float, concurrency: int
     served, listens = expected_rows(settings)
     print(f"\n=== {users:,} users, {tracks:,} tracks, {listens_per_user:g} listens per user (mean) ===")
     print(f"load average at start: {load_average()}")
-    process, base_url = start_emulator(users, tracks, listens_per_user)
+    process, base_url = start_emulator_at(users, tracks, listens_per_user)
     try:
         reported = requests.get(f"{base_url}/_admin/state", timeout=30).json()["counts"]
         with PeakRss(process.pid) as emulator_rss:

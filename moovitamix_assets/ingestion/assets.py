@@ -97,20 +97,18 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         started = time.monotonic()
         fetch = api.fetch_all_pages(entity)
-        pages_seen: list[Page] = []
+        total_reported = 0
 
-        def counted(pages: Iterable[Page]) -> Iterator[Page]:
-            for page in pages:
-                pages_seen[:] = [page]  # the last page, for the total the API reported
+        def pages() -> Iterator[Page]:
+            nonlocal total_reported
+            for page in fetch:
+                total_reported = page.total
                 yield page
 
         with warehouse.get_connection() as connection:
-            rows = replace_snapshot(
-                connection, entity, context.partition_key, context.run.run_id, counted(fetch)
-            )
+            rows = replace_snapshot(connection, entity, context.partition_key, context.run.run_id, pages())
         seconds = time.monotonic() - started
         stats = fetch.stats
-        total_reported = pages_seen[0].total if pages_seen else 0
         if rows != total_reported:
             context.log.warning(
                 f"/{entity}: the API reported {total_reported} records and served {rows}; "

@@ -115,6 +115,7 @@ def training_set(
             [train.assign(side="train"), test.assign(side="test")], ignore_index=True
         ).assign(snapshot_date=pd.Timestamp(snapshot_date).date())
         connection.execute("CREATE SCHEMA IF NOT EXISTS ml")
+        connection.register("labelled", labelled)
         connection.execute(
             f"CREATE OR REPLACE TABLE {TRAINING_SET} AS "
             "SELECT user_id::BIGINT AS user_id, track_id::BIGINT AS track_id, position::INTEGER AS position, "
@@ -316,6 +317,7 @@ def user_recommendations(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'user_recommendations'"
             ).fetchone()[0]:
                 connection.execute(f"CREATE OR REPLACE TABLE {PREVIOUS_USER_RECOMMENDATIONS} AS FROM {USER_RECOMMENDATIONS}")
+            connection.register("generated", generated)
             connection.execute(
                 f"CREATE OR REPLACE TABLE {USER_RECOMMENDATIONS} AS "
                 "SELECT user_id::BIGINT AS user_id, rank::INTEGER AS rank, track_id::BIGINT AS track_id, "

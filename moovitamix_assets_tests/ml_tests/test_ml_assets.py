@@ -1,6 +1,5 @@
 """The ML assets on real ingested data: promotion, non-promotion, baselines as yardsticks, checks, drift."""
 
-import datetime as dt
 import json
 
 import dagster as dg

@@ -1,10 +1,8 @@
 """The pipeline health report and the alerts carry the right numbers for a planted bad day."""
 
 import datetime as dt
-import json
 
 import dagster as dg
-import pytest
 import requests
 
 from moovitamix_api.data import expected_counts
