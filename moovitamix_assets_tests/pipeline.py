@@ -8,7 +8,7 @@ import duckdb
 
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import QualityPolicy, core_checks
-from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.ingestion.assets import SnapshotPolicy, raw_snapshot_assets
 from moovitamix_assets.ml.registry import ModelStore
 from moovitamix_assets.ml.sensors import DriftPolicy
 from moovitamix_assets.resources.api import MoovitamixApiResource
@@ -24,6 +24,8 @@ def resources(
         "api": MoovitamixApiResource(base_url=base_url, **api_options),
         "warehouse": WarehouseResource(database=str(database)),
         "quality_policy": quality_policy or QualityPolicy(),
+        # The emulator serves a fixed past date in tests.
+        "snapshot_policy": SnapshotPolicy(allow_any_date=True),
         "model_store": ModelStore(directory=str(Path(database).parent / "models")),
         "drift_policy": DriftPolicy(),
     }

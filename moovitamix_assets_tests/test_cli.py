@@ -26,6 +26,7 @@ def test_cli_materializes_a_partition_then_core_then_retrains(emulator_url, tmp_
         "MOOVITAMIX_API_URL": emulator_url,
         "MOOVITAMIX_DUCKDB_PATH": str(database),
         "MOOVITAMIX_MODEL_DIR": str(tmp_path / "models"),
+        "MOOVITAMIX_ALLOW_ANY_SNAPSHOT_DATE": "1",  # the test emulator serves 2026-11-01
     }
     commands = [
         [DAGSTER, "asset", "materialize", "-m", "moovitamix_assets.definitions", "--select", "group:raw", "--partition", "2026-11-01"],

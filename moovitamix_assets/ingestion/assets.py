@@ -1,8 +1,8 @@
 """Raw snapshots: each day's full pull of every endpoint, stored as received."""
 
+import datetime as dt
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -21,6 +21,31 @@ SQL = Path(__file__).parent / "sql"
 
 # Records held in memory before they are written: memory stays bounded at any scale.
 BATCH_RECORDS = 20_000
+
+
+class SnapshotPolicy(dg.ConfigurableResource):
+    """Which daily partitions a pull may be stored under.
+
+    The API has no as-of parameter: it serves the current snapshot only. Stored under a
+    date long past (a backfill), it would pass today's data off as that day's, so only
+    today's and recent partitions are accepted, unless the API is an emulator pinned to a
+    date (`allow_any_date`).
+    """
+
+    max_partition_age_days: int = 1  # today's, and yesterday's for a late or retried run
+    allow_any_date: bool = False
+
+
+def check_partition_date(partition_key: str, policy: SnapshotPolicy, today: dt.date) -> None:
+    age = (today - dt.date.fromisoformat(partition_key)).days
+    if policy.allow_any_date or 0 <= age <= policy.max_partition_age_days:
+        return
+    raise dg.Failure(
+        f"partition {partition_key} is {age} days from today ({today}); the API serves only the "
+        f"current snapshot, so a pull can be stored under today's partition or up to "
+        f"{policy.max_partition_age_days} day(s) before it. A backfill of past days is not possible "
+        "upstream; against an emulator pinned to a date, set MOOVITAMIX_ALLOW_ANY_SNAPSHOT_DATE=1."
+    )
 
 
 def page_batches(pages: Iterable[Page], max_records: int = BATCH_RECORDS) -> Iterator[pa.Table]:
@@ -60,7 +85,7 @@ def replace_snapshot(
     connection.execute("SET VARIABLE run_id = ?", [run_id])
     connection.execute(
         "SET VARIABLE ingested_at = ?::TIMESTAMP",
-        [datetime.now(timezone.utc).replace(tzinfo=None)],
+        [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
     )
     connection.execute("BEGIN TRANSACTION")
     try:
@@ -94,7 +119,9 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         api: MoovitamixApiResource,
         warehouse: WarehouseResource,
+        snapshot_policy: SnapshotPolicy,
     ) -> dg.MaterializeResult:
+        check_partition_date(context.partition_key, snapshot_policy, dt.datetime.now(dt.timezone.utc).date())
         started = time.monotonic()
         fetch = api.fetch_all_pages(entity)
         total_reported = 0

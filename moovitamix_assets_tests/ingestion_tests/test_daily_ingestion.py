@@ -140,3 +140,14 @@ def test_schedule_tick_targets_its_own_day():
     assert run_request.run_key == "2026-11-23"
     assert daily_ingestion_schedule.cron_schedule == "0 2 * * *"
     assert daily_ingestion_schedule.execution_timezone == "UTC"
+
+
+def test_a_past_partition_is_refused_unless_the_api_is_pinned_to_a_date():
+    from moovitamix_assets.ingestion.assets import SnapshotPolicy, check_partition_date
+
+    today = dt.date(2026, 11, 23)
+    check_partition_date("2026-11-23", SnapshotPolicy(), today)
+    check_partition_date("2026-11-22", SnapshotPolicy(), today)  # a late run of yesterday's tick
+    with pytest.raises(dg.Failure, match="partition 2026-03-01 is 267 days from today"):
+        check_partition_date("2026-03-01", SnapshotPolicy(), today)
+    check_partition_date("2026-03-01", SnapshotPolicy(allow_any_date=True), today)
