@@ -8,6 +8,7 @@ from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.schedules import daily_ingestion_job, daily_ingestion_schedule
 from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
 from moovitamix_assets.ml.checks import ml_checks
+from moovitamix_assets.ml.rollback import rollback_champion
 from moovitamix_assets.ml.schedules import retrain_recommender_job, weekly_retrain_schedule
 from moovitamix_assets.ml.sensors import recommender_drift_sensor
 from moovitamix_assets.monitoring.alerts import check_failure_alert_sensor, run_failure_alert_sensor
@@ -40,7 +41,7 @@ defs = dg.Definitions(
         pipeline_health,
     ],
     asset_checks=[*core_checks, *ml_checks],
-    jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job],
+    jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job, rollback_champion],
     schedules=[daily_ingestion_schedule, weekly_retrain_schedule, raw_retention_schedule],
     sensors=[
         automation_sensor,

@@ -23,11 +23,34 @@ from moovitamix_assets.ml.registry import (
     record,
 )
 from moovitamix_assets.monitoring.metrics import recorded_result
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
+from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table, table_exists
 
 TRAINING_SET = "ml.training_set"
 USER_RECOMMENDATIONS = "ml.user_recommendations"
 PREVIOUS_USER_RECOMMENDATIONS = "ml.previous_user_recommendations"
+
+# The descriptions the catalogue carries (docs/schema.md is generated from them); run after
+# each CREATE OR REPLACE, which starts a table without comments.
+TRAINING_SET_COMMENTS = f"""
+COMMENT ON TABLE {TRAINING_SET} IS 'Listens of known users and tracks from the latest core snapshot, each on the train or test side of a seeded per-user hold-out.';
+COMMENT ON COLUMN {TRAINING_SET}.user_id IS 'A user of core.users.';
+COMMENT ON COLUMN {TRAINING_SET}.track_id IS 'A track of core.tracks.';
+COMMENT ON COLUMN {TRAINING_SET}.position IS 'The listen''s position in the user''s history (1 the oldest).';
+COMMENT ON COLUMN {TRAINING_SET}.side IS 'train or test: per user with at least min_user_listens distinct tracks, test_share of them held out with every listen of them.';
+COMMENT ON COLUMN {TRAINING_SET}.snapshot_date IS 'The core snapshot the listens come from.';
+"""
+RECOMMENDATIONS_COMMENTS = """
+COMMENT ON TABLE {table} IS '{what}: top-k tracks for every user of core.users from the champion; users with no listens get their favourite genre''s most popular.';
+COMMENT ON COLUMN {table}.user_id IS 'A user of core.users.';
+COMMENT ON COLUMN {table}.rank IS '1 the best; k rows per user, fewer when the catalogue has fewer unheard tracks.';
+COMMENT ON COLUMN {table}.track_id IS 'A track of core.tracks the user has not listened to.';
+COMMENT ON COLUMN {table}.score IS 'The model''s score (higher is better).';
+COMMENT ON COLUMN {table}.source IS 'model, or for users the model cannot score genre_fallback (their favourite genre''s most popular) or popularity_fallback.';
+COMMENT ON COLUMN {table}.model_version IS 'The champion of ml.model_registry that made the list.';
+COMMENT ON COLUMN {table}.history_length IS 'Listens the user had when the list was made: the drift sensor''s new listens start after it.';
+COMMENT ON COLUMN {table}.snapshot_date IS 'The core snapshot the list was made from.';
+COMMENT ON COLUMN {table}.generated_at IS 'When the list was made (UTC).';
+"""
 
 BASELINES = ("popularity", "genre_popularity")
 
@@ -119,7 +142,8 @@ def training_set(
         connection.execute(
             f"CREATE OR REPLACE TABLE {TRAINING_SET} AS "
             "SELECT user_id::BIGINT AS user_id, track_id::BIGINT AS track_id, position::INTEGER AS position, "
-            "side::VARCHAR AS side, snapshot_date::DATE AS snapshot_date FROM labelled ORDER BY user_id, position"
+            "side::VARCHAR AS side, snapshot_date::DATE AS snapshot_date FROM labelled ORDER BY user_id, position;"
+            + TRAINING_SET_COMMENTS
         )
     return recorded_result(
         context,
@@ -313,10 +337,11 @@ def user_recommendations(
         connection.execute("BEGIN TRANSACTION")
         try:
             # Yesterday's list is kept: the drift sensor measures how many of its tracks users then played.
-            if connection.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' AND table_name = 'user_recommendations'"
-            ).fetchone()[0]:
-                connection.execute(f"CREATE OR REPLACE TABLE {PREVIOUS_USER_RECOMMENDATIONS} AS FROM {USER_RECOMMENDATIONS}")
+            if table_exists(connection, USER_RECOMMENDATIONS):
+                connection.execute(
+                    f"CREATE OR REPLACE TABLE {PREVIOUS_USER_RECOMMENDATIONS} AS FROM {USER_RECOMMENDATIONS};"
+                    + RECOMMENDATIONS_COMMENTS.format(table=PREVIOUS_USER_RECOMMENDATIONS, what="The list before the latest")
+                )
             connection.register("generated", generated)
             connection.execute(
                 f"CREATE OR REPLACE TABLE {USER_RECOMMENDATIONS} AS "
@@ -324,7 +349,8 @@ def user_recommendations(
                 "score::DOUBLE AS score, source::VARCHAR AS source, model_version::VARCHAR AS model_version, "
                 # What the user had heard when the list was made: the drift sensor's "new listens" start after it.
                 "history_length::INTEGER AS history_length, snapshot_date::DATE AS snapshot_date, "
-                "generated_at::TIMESTAMP AS generated_at FROM generated ORDER BY user_id, rank"
+                "generated_at::TIMESTAMP AS generated_at FROM generated ORDER BY user_id, rank;"
+                + RECOMMENDATIONS_COMMENTS.format(table=USER_RECOMMENDATIONS, what="The serving list")
             )
             connection.execute("COMMIT")
         except BaseException:

@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 
 from moovitamix_assets.ml.recommenders import RecommenderModel
-from moovitamix_assets.resources.warehouse import run_sql_file
+from moovitamix_assets.resources.warehouse import run_sql_file, table_exists
 
 SQL = Path(__file__).parent / "sql"
 
@@ -20,6 +20,8 @@ MODEL_DIR_ENV = "MOOVITAMIX_MODEL_DIR"
 DEFAULT_MODEL_DIR = "data/models"
 
 CHAMPION, RETIRED, REJECTED = "champion", "retired", "rejected"
+
+REGISTRY = "ml.model_registry"
 
 
 class ModelStore(dg.ConfigurableResource):
@@ -71,14 +73,6 @@ def ensure_tables(connection: duckdb.DuckDBPyConnection) -> None:
     run_sql_file(connection, SQL / "create_ml_tables.sql")
 
 
-def registry_exists(connection: duckdb.DuckDBPyConnection) -> bool:
-    (count,) = connection.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = 'ml' AND table_name = 'model_registry'"
-    ).fetchone()
-    return count > 0
-
-
 def new_version(algorithm: str, now: Optional[datetime] = None) -> str:
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%S%f}-{algorithm}"
@@ -101,7 +95,7 @@ def get_entry(connection: duckdb.DuckDBPyConnection, version: str) -> Optional[R
 
 def latest_entry(connection: duckdb.DuckDBPyConnection) -> Optional[RegistryEntry]:
     """The most recently trained model, whatever its status."""
-    if not registry_exists(connection):
+    if not table_exists(connection, REGISTRY):
         return None
     row = connection.execute(
         f"SELECT {', '.join(COLUMNS)} FROM ml.model_registry ORDER BY trained_at DESC, version DESC LIMIT 1"
@@ -110,7 +104,7 @@ def latest_entry(connection: duckdb.DuckDBPyConnection) -> Optional[RegistryEntr
 
 
 def current_champion(connection: duckdb.DuckDBPyConnection) -> Optional[RegistryEntry]:
-    if not registry_exists(connection):
+    if not table_exists(connection, REGISTRY):
         return None
     row = connection.execute(
         f"SELECT {', '.join(COLUMNS)} FROM ml.model_registry WHERE status = ?", [CHAMPION]

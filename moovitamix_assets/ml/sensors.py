@@ -10,7 +10,7 @@ import duckdb
 from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
 from moovitamix_assets.ml.registry import RegistryEntry, latest_entry
 from moovitamix_assets.ml.schedules import retrain_recommender_job
-from moovitamix_assets.resources.warehouse import WarehouseResource, core_table
+from moovitamix_assets.resources.warehouse import WarehouseResource, core_table, table_exists
 
 
 class DriftPolicy(dg.ConfigurableResource):
@@ -48,20 +48,12 @@ class DriftMeasure:
         }
 
 
-def _table_exists(connection: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    (count,) = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name],
-    ).fetchone()
-    return count > 0
-
-
 def recommendation_hit_rate(connection: duckdb.DuckDBPyConnection, snapshot_date: str) -> tuple[Optional[float], int]:
     """Of the users who listened to something new since their latest list made on an earlier
     snapshot, the share who played at least one of its tracks."""
     lists = [
         table for table in ("user_recommendations", "previous_user_recommendations")
-        if _table_exists(connection, "ml", table)
+        if table_exists(connection, f"ml.{table}")
     ]
     for table in lists:
         row = connection.execute(
@@ -142,7 +134,7 @@ def recommender_drift_sensor(
     except (duckdb.IOException, duckdb.CatalogException) as error:
         return dg.SkipReason(f"warehouse not readable now (a run may be writing): {error}")
     try:
-        if not _table_exists(connection, "core", LISTEN_HISTORY):
+        if not table_exists(connection, core_table(LISTEN_HISTORY)):
             return dg.SkipReason("no core tables yet")
         measure = measure_drift(connection, drift_policy)
     finally:

@@ -16,7 +16,13 @@ import pandas as pd
 from moovitamix_assets.constants import MONITORING
 from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.monitoring.metrics import ASSET_METRICS, CHECK_RESULTS, recorded_result
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, REJECTED_RECORDS, WarehouseResource, run_sql_file
+from moovitamix_assets.resources.warehouse import (
+    DUCKDB_POOL,
+    REJECTED_RECORDS,
+    WarehouseResource,
+    run_sql_file,
+    table_exists,
+)
 
 SQL = Path(__file__).parent / "sql"
 
@@ -50,18 +56,10 @@ class Verdict:
         self.reasons.append(reason)
 
 
-def _table_exists(connection: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, name = qualified.split(".")
-    (count,) = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
-    ).fetchone()
-    return count > 0
-
-
 def daily_figures(connection: duckdb.DuckDBPyConnection, since: dt.date) -> pd.DataFrame:
     """Per snapshot date and endpoint: the latest pull's records, pages, requests, retries, seconds,
     and the records rejected from that snapshot."""
-    if not _table_exists(connection, ASSET_METRICS):
+    if not table_exists(connection, ASSET_METRICS):
         return pd.DataFrame(columns=["snapshot_date", "entity", "records", "pages", "requests", "retries", "seconds", "rejected"])
     figures = connection.execute(
         f"""
@@ -83,7 +81,7 @@ def daily_figures(connection: duckdb.DuckDBPyConnection, since: dt.date) -> pd.D
         [since],
     ).df()
     rejected = pd.DataFrame(columns=["snapshot_date", "entity", "rejected"])
-    if _table_exists(connection, REJECTED_RECORDS):
+    if table_exists(connection, REJECTED_RECORDS):
         rejected = connection.execute(
             f"SELECT snapshot_date, entity, count(*) AS rejected FROM {REJECTED_RECORDS} "
             "WHERE snapshot_date >= ? GROUP BY ALL",
@@ -96,7 +94,7 @@ def daily_figures(connection: duckdb.DuckDBPyConnection, since: dt.date) -> pd.D
 
 def latest_checks(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The latest evaluation of every check."""
-    if not _table_exists(connection, CHECK_RESULTS):
+    if not table_exists(connection, CHECK_RESULTS):
         return pd.DataFrame(columns=["asset", "check_name", "passed", "severity", "count", "recorded_at"])
     return connection.execute(
         f"""
@@ -208,7 +206,15 @@ def pipeline_health(
         run_sql_file(connection, SQL / "create_monitoring_tables.sql")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS monitoring.health_reports (generated_at TIMESTAMP NOT NULL, "
-            "report_date DATE NOT NULL, verdict VARCHAR NOT NULL, reasons JSON NOT NULL, markdown VARCHAR NOT NULL)"
+            "report_date DATE NOT NULL, verdict VARCHAR NOT NULL, reasons JSON NOT NULL, markdown VARCHAR NOT NULL);"
+            # The descriptions the catalogue carries (docs/schema.md is generated from them).
+            "COMMENT ON TABLE monitoring.health_reports IS 'Every pipeline health report: the verdict on the "
+            "last window_days of ingestion, with its reasons and the report as shown in the UI.';"
+            "COMMENT ON COLUMN monitoring.health_reports.generated_at IS 'When the report was made (UTC).';"
+            "COMMENT ON COLUMN monitoring.health_reports.report_date IS 'The day judged.';"
+            "COMMENT ON COLUMN monitoring.health_reports.verdict IS 'healthy, degraded or failing.';"
+            "COMMENT ON COLUMN monitoring.health_reports.reasons IS 'Why it is not healthy: a JSON list of sentences.';"
+            "COMMENT ON COLUMN monitoring.health_reports.markdown IS 'The report as shown in the UI, without the chart.';"
         )
         connection.execute(
             "INSERT INTO monitoring.health_reports VALUES (now()::TIMESTAMP, ?, ?, ?, ?)",

@@ -19,7 +19,7 @@ import duckdb
 from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.partitions import daily_snapshots
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, raw_table
+from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, raw_table, table_exists
 
 SQL = Path(__file__).parent / "sql"
 
@@ -147,10 +147,7 @@ class RetentionReport:
 
 
 def raw_partitions_before(connection: duckdb.DuckDBPyConnection, entity: str, cutoff: dt.date) -> list[str]:
-    (exists,) = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = ?", [entity]
-    ).fetchone()
-    if not exists:
+    if not table_exists(connection, raw_table(entity)):
         return []
     rows = connection.execute(
         f"SELECT DISTINCT snapshot_date FROM {raw_table(entity)} WHERE snapshot_date < ? ORDER BY 1", [cutoff]

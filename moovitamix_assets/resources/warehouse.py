@@ -51,6 +51,17 @@ def warehouse_from_env() -> WarehouseResource:
     return WarehouseResource(database=os.getenv(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH))
 
 
+def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether a schema-qualified table (e.g. ml.user_recommendations) exists."""
+    schema, name = table.split(".")
+    return bool(
+        connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()[0][0]
+    )
+
+
 def run_sql_file(
     connection: duckdb.DuckDBPyConnection,
     path: Path,

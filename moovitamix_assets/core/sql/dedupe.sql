@@ -38,3 +38,13 @@ SELECT
     now()::TIMESTAMP
 FROM staged
 WHERE final_reason IS NOT NULL;
+
+-- The descriptions the catalogue carries (docs/schema.md is generated from them).
+COMMENT ON TABLE quality.rejected_records IS 'Every served record that did not reach a core table, with its reasons: served = accepted + rejected for each snapshot. Replaced per (entity, snapshot_date) on each rebuild.';
+COMMENT ON COLUMN quality.rejected_records.entity IS 'users, tracks or listen_history.';
+COMMENT ON COLUMN quality.rejected_records.snapshot_date IS 'The raw snapshot the record was served in.';
+COMMENT ON COLUMN quality.rejected_records.served_position IS '1-based position of the record in the pull (by page, then position in page).';
+COMMENT ON COLUMN quality.rejected_records.record IS 'The record as received.';
+COMMENT ON COLUMN quality.rejected_records.reason IS 'Reason codes, ''; ''-separated: missing_field:<f>, null_field:<f>, invalid_type:<f>, invalid_id:<f>, unparseable_timestamp:<f>, invalid_duration:<f>, duplicate_id.';
+COMMENT ON COLUMN quality.rejected_records.run_id IS 'The Dagster run that rejected it.';
+COMMENT ON COLUMN quality.rejected_records.rejected_at IS 'When it was rejected (UTC).';

@@ -16,3 +16,15 @@ SELECT record_key, first_name, last_name, email, gender, favorite_genre, created
 FROM staged
 WHERE final_reason IS NULL
 ORDER BY record_key;
+
+-- The descriptions the catalogue carries (docs/schema.md is generated from them).
+COMMENT ON TABLE core.users IS 'Users of the latest raw snapshot, typed and deduplicated: one row per user_id. Rebuilt whole from each new snapshot.';
+COMMENT ON COLUMN core.users.user_id IS '`id` upstream; positive. Unique: the record with the latest updated_at is kept, then the one served last.';
+COMMENT ON COLUMN core.users.first_name IS 'As received.';
+COMMENT ON COLUMN core.users.last_name IS 'As received.';
+COMMENT ON COLUMN core.users.email IS 'As received; changes over time upstream.';
+COMMENT ON COLUMN core.users.gender IS 'As received.';
+COMMENT ON COLUMN core.users.favorite_genre IS '`favorite_genres` upstream: one genre.';
+COMMENT ON COLUMN core.users.created_at IS 'Parsed from the upstream ISO text (UTC, no zone).';
+COMMENT ON COLUMN core.users.updated_at IS 'Parsed from the upstream ISO text; decides which of duplicate records is kept.';
+COMMENT ON COLUMN core.users.snapshot_date IS 'The raw snapshot this table was built from.';

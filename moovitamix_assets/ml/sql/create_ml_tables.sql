@@ -31,3 +31,28 @@ CREATE TABLE IF NOT EXISTS ml.model_catalogue (
     version  VARCHAR NOT NULL,
     track_id BIGINT  NOT NULL
 );
+
+-- The descriptions the catalogue carries (docs/schema.md is generated from them).
+COMMENT ON TABLE ml.model_registry IS 'Every trained model, whatever became of it; at most one row has status champion. Artefacts are pickles in MOOVITAMIX_MODEL_DIR.';
+COMMENT ON COLUMN ml.model_registry.version IS '<UTC training time>-<algorithm>.';
+COMMENT ON COLUMN ml.model_registry.trained_at IS 'When it was trained (UTC).';
+COMMENT ON COLUMN ml.model_registry.algorithm IS 'ease, als, popularity or genre_popularity.';
+COMMENT ON COLUMN ml.model_registry.snapshot_date IS 'The core snapshot it was trained on.';
+COMMENT ON COLUMN ml.model_registry.params IS 'Hyper-parameters and seed.';
+COMMENT ON COLUMN ml.model_registry.metrics IS 'precision@k, recall@k, NDCG@k, catalogue coverage on the test side of the training set it was judged on.';
+COMMENT ON COLUMN ml.model_registry.baseline_metrics IS 'The same metrics for popularity, genre_popularity and the champion it faced.';
+COMMENT ON COLUMN ml.model_registry.status IS 'champion, retired or rejected.';
+COMMENT ON COLUMN ml.model_registry.reason IS 'Why it was promoted, rejected, retired or rolled back to.';
+COMMENT ON COLUMN ml.model_registry.artefact_path IS 'The pickled model.';
+COMMENT ON COLUMN ml.model_registry.train_seconds IS 'Training time (0 for a baseline serving as champion).';
+COMMENT ON COLUMN ml.model_registry.data_listens IS 'Listens in its training set (both sides); the drift sensor compares today''s to it.';
+COMMENT ON COLUMN ml.model_registry.data_users IS 'Users in its training set; the drift sensor compares today''s to it.';
+COMMENT ON COLUMN ml.model_registry.data_tracks IS 'Tracks in its training set; the drift sensor compares today''s to it.';
+COMMENT ON TABLE ml.champion_history IS 'Every promotion and rollback, oldest first.';
+COMMENT ON COLUMN ml.champion_history.promoted_at IS 'When it became champion (UTC).';
+COMMENT ON COLUMN ml.champion_history.version IS 'The new champion.';
+COMMENT ON COLUMN ml.champion_history.previous IS 'The champion it replaced; NULL for the first.';
+COMMENT ON COLUMN ml.champion_history.reason IS 'The promotion decision, or rollback: <reason>.';
+COMMENT ON TABLE ml.model_catalogue IS 'The tracks each model can recommend (those in its training interactions).';
+COMMENT ON COLUMN ml.model_catalogue.version IS 'A version of ml.model_registry.';
+COMMENT ON COLUMN ml.model_catalogue.track_id IS 'A track the model knows.';
