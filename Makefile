@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MOOVITAMIX_API_URL ?= http://127.0.0.1:8000
 export MOOVITAMIX_DUCKDB_PATH ?= data/moovitamix.duckdb
 
-.PHONY: install dev test bench clean
+.PHONY: install dev ingest test bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 # The emulated API on 127.0.0.1:8000 and the Dagster UI on 127.0.0.1:3000; Ctrl-C stops both.
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	bash scripts/dev.sh
+
+# Today's (UTC) daily_ingestion run, as the 02:00 schedule would launch it, in the instance
+# that `make dev` shows; the API must be up (make dev).
+ingest: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster job execute -m moovitamix_assets.definitions -j daily_ingestion \
+		--tags '{"dagster/partition": "'"$$(date -u +%F)"'"}'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,10 +1,12 @@
-"""`make dev` brings up the emulated API and the Dagster UI with the code location loaded; Ctrl-C stops both."""
+"""`make dev` brings up the emulated API and the Dagster UI with the code location loaded,
+`make ingest` runs today's ingestion in it, and Ctrl-C stops both."""
 
 import os
 import signal
 import socket
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,9 @@ WORKSPACE_QUERY = """
   }
 }
 """
+
+
+RUNS_QUERY = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
 
 
 def free_port() -> int:
@@ -94,6 +99,24 @@ def test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c(tmp_path):
         assert {schedule["scheduleState"]["status"] for schedule in repository["schedules"]} == {"RUNNING"}
         sensors = {sensor["name"]: sensor["sensorState"]["status"] for sensor in repository["sensors"]}
         assert sensors["automation_sensor"] == "RUNNING"
+
+        # `make ingest` runs today's partition in the same instance: the UI lists the run.
+        ingest = subprocess.run(
+            ["make", "--no-print-directory", "ingest", f"DAGSTER_HOME={tmp_path / 'dagster_home'}"],
+            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300,
+        )
+        assert ingest.returncode == 0, ingest.stderr[-3000:]
+        runs = requests.post(
+            f"http://127.0.0.1:{ui_port}/graphql", json={"query": RUNS_QUERY}, timeout=30
+        ).json()["data"]["runsOrError"]["results"]
+        today = datetime.now(timezone.utc).date().isoformat()
+        assert {
+            "job": "daily_ingestion", "status": "SUCCESS", "partition": today
+        } in [
+            {"job": run["jobName"], "status": run["status"],
+             "partition": next((tag["value"] for tag in run["tags"] if tag["key"] == "dagster/partition"), None)}
+            for run in runs
+        ]  # fmt: skip
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
