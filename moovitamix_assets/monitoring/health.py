@@ -1,4 +1,4 @@
-"""The daily pipeline health report: volumes, durations, rejects and checks, with a verdict."""
+"""The pipeline health report, refreshed hourly: volumes, durations, rejects and checks, with a verdict."""
 
 import base64
 import datetime as dt

@@ -18,6 +18,7 @@ import duckdb
 import yaml
 
 from moovitamix_assets_tests.docs_tests.conftest import ROOT
+from moovitamix_assets_tests.test_cli import README_COMMANDS
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
@@ -40,15 +41,17 @@ RUN_HERE = {
 CLI_TEST = "moovitamix_assets_tests/test_cli.py::test_cli_materializes_a_partition_then_core_then_retrains"
 COVERED = {
     "make dev": "moovitamix_assets_tests/test_make_dev.py::test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c",
+    "make ingest": "moovitamix_assets_tests/test_make_dev.py::test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c",
     "make test": ".ci/run",
-    "export DAGSTER_HOME=$PWD/.dagster_home": CLI_TEST,
-    ".venv/bin/dagster asset materialize -m moovitamix_assets.definitions --select group:raw --partition 2026-11-23": CLI_TEST,
-    ".venv/bin/dagster asset materialize -m moovitamix_assets.definitions --select group:core": CLI_TEST,
-    ".venv/bin/dagster job execute -m moovitamix_assets.definitions -j retrain_recommender": CLI_TEST,
+    **{" ".join(command.split()): CLI_TEST for command in README_COMMANDS},
     ".venv/bin/python scripts/generate_schema_doc.py": (
         "moovitamix_assets_tests/docs_tests/test_schema_doc.py::test_schema_doc_matches_a_freshly_materialized_warehouse"
     ),
 }
+
+# Emulator commands: started as written plus `--port <free>` by
+# test_emulator_commands_start_as_written.
+EMULATOR_PREFIX = ".venv/bin/moovitamix-api"
 
 
 def code_blocks(path: Path, languages: set[str]) -> list[str]:
@@ -76,7 +79,11 @@ def documented_commands() -> dict[str, list[str]]:
 def test_every_documented_command_is_run_or_covered():
     documented = documented_commands()
     assert documented, "no shell command found: is the extraction broken?"
-    orphans = {command: where for command, where in documented.items() if command not in RUN_HERE | COVERED}
+    orphans = {
+        command: where
+        for command, where in documented.items()
+        if command not in RUN_HERE | COVERED and not command.startswith(EMULATOR_PREFIX)
+    }
     assert not orphans, f"documented commands neither run nor mapped to a covering test: {orphans}"
     stale = sorted(set(RUN_HERE | COVERED) - set(documented))
     assert not stale, f"mapped commands no document shows any more: {stale}"
@@ -156,3 +163,28 @@ def test_rollback_then_recommendations_then_health_run_as_written(fresh_warehous
         ).fetchall() == [(other, champion)]
         assert connection.execute("SELECT DISTINCT model_version FROM ml.user_recommendations").fetchall() == [(other,)]
         assert connection.execute("SELECT count(*) FROM monitoring.health_reports").fetchall() == [(reports + 1,)]
+
+
+def test_emulator_commands_start_as_written():
+    import requests
+
+    from moovitamix_assets_tests.test_make_dev import free_port, wait_for
+
+    commands = [command for command in documented_commands() if command.startswith(EMULATOR_PREFIX)]
+    assert len(commands) == 3
+    for command in commands:
+        port = free_port()
+        arguments = shlex.split(command)
+        arguments[0] = str(BIN / "moovitamix-api")
+        process = subprocess.Popen([*arguments, "--port", str(port)], cwd=ROOT)
+        try:
+            page = wait_for(f"http://127.0.0.1:{port}/users?size=1", timeout=60).json()
+            state = requests.get(f"http://127.0.0.1:{port}/_admin/state", timeout=10).json()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        assert len(page["items"]) == 1
+        if "--users 1000000" in command:
+            assert page["total"] >= 1_000_000 and state["effective_as_of"] == "2026-11-01"
+        if "--profile upstream" in command:
+            assert state["settings"]["profile"] == "upstream" and page["total"] == 1000
