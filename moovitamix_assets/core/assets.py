@@ -16,6 +16,7 @@ from moovitamix_assets.resources.warehouse import (
     core_table,
     raw_table,
     run_sql_file,
+    table_exists,
 )
 
 SQL = Path(__file__).parent / "sql"
@@ -48,7 +49,9 @@ class CoreBuild:
 
 
 def latest_snapshot_date(connection: duckdb.DuckDBPyConnection, entity: str) -> str:
-    (latest,) = connection.execute(f"SELECT max(snapshot_date) FROM {raw_table(entity)}").fetchone()
+    latest = None
+    if table_exists(connection, raw_table(entity)):
+        (latest,) = connection.execute(f"SELECT max(snapshot_date) FROM {raw_table(entity)}").fetchall()[0]
     if latest is None:
         raise dg.Failure(f"{raw_table(entity)} holds no snapshot yet: materialize a raw partition first.")
     return latest.isoformat()

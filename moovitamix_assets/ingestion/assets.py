@@ -2,7 +2,9 @@
 
 import datetime as dt
 import json
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -48,22 +50,42 @@ def check_partition_date(partition_key: str, policy: SnapshotPolicy, today: dt.d
     )
 
 
-def page_batches(pages: Iterable[Page], max_records: int = BATCH_RECORDS) -> Iterator[pa.Table]:
+# Lone UTF-16 surrogates: valid in JSON ("\ud83c", half an emoji) but not in UTF-8, so DuckDB
+# would refuse the whole batch. Python's json pairs the halves that match; what is left alone
+# is replaced with U+FFFD and counted.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass
+class PageBatch:
+    table: pa.Table  # (page, items_json): one row per page
+    replaced_characters: int
+
+
+def page_batches(pages: Iterable[Page], max_records: int = BATCH_RECORDS) -> Iterator[PageBatch]:
     """Groups pages into Arrow tables of (page, items_json), at most about max_records each."""
     numbers: list[int] = []
     items_json: list[str] = []
-    records = 0
+    records = replaced = 0
     for page in pages:
         if not page.items:
             continue
+        text, count = LONE_SURROGATE.subn("\ufffd", json.dumps(page.items, ensure_ascii=False))
         numbers.append(page.number)
-        items_json.append(json.dumps(page.items))
+        items_json.append(text)
         records += len(page.items)
+        replaced += count
         if records >= max_records:
-            yield pa.table({"page": numbers, "items_json": items_json})
-            numbers, items_json, records = [], [], 0
+            yield PageBatch(pa.table({"page": numbers, "items_json": items_json}), replaced)
+            numbers, items_json, records, replaced = [], [], 0, 0
     if numbers:
-        yield pa.table({"page": numbers, "items_json": items_json})
+        yield PageBatch(pa.table({"page": numbers, "items_json": items_json}), replaced)
+
+
+@dataclass
+class SnapshotWrite:
+    rows: int
+    replaced_characters: int
 
 
 def replace_snapshot(
@@ -72,7 +94,7 @@ def replace_snapshot(
     snapshot_date: str,
     run_id: str,
     pages: Iterable[Page],
-) -> int:
+) -> SnapshotWrite:
     """Writes one day's pull of an endpoint in one transaction, replacing that day's rows.
 
     A failure at any point (the API, the process, the disk) rolls back: the day keeps
@@ -92,10 +114,12 @@ def replace_snapshot(
         connection.execute(
             f"DELETE FROM {table} WHERE snapshot_date = getvariable('snapshot_date')"
         )
-        for raw_batch in page_batches(pages):
-            connection.register("raw_batch", raw_batch)
+        replaced = 0
+        for batch in page_batches(pages):
+            connection.register("raw_batch", batch.table)
             connection.execute(insert_sql)
             connection.unregister("raw_batch")
+            replaced += batch.replaced_characters
         (rows,) = connection.execute(
             f"SELECT count(*) FROM {table} WHERE snapshot_date = getvariable('snapshot_date')"
         ).fetchone()
@@ -103,7 +127,7 @@ def replace_snapshot(
     except BaseException:
         connection.execute("ROLLBACK")
         raise
-    return rows
+    return SnapshotWrite(rows, replaced)
 
 
 def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
@@ -133,7 +157,12 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
                 yield page
 
         with warehouse.get_connection() as connection:
-            rows = replace_snapshot(connection, entity, context.partition_key, context.run.run_id, pages())
+            written = replace_snapshot(connection, entity, context.partition_key, context.run.run_id, pages())
+        rows = written.rows
+        if written.replaced_characters:
+            context.log.warning(
+                f"/{entity}: {written.replaced_characters} lone UTF-16 surrogate(s) replaced with U+FFFD"
+            )
         seconds = time.monotonic() - started
         stats = fetch.stats
         if rows != total_reported:
@@ -154,6 +183,7 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
                 "requests": stats.requests,
                 "retries": stats.retries,
                 "bytes": stats.bytes,
+                "replaced_characters": written.replaced_characters,
                 "seconds": round(seconds, 3),
                 "records_per_second": round(rows / seconds, 1) if seconds else 0.0,
             },

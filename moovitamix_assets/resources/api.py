@@ -158,8 +158,13 @@ class MoovitamixApiClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_concurrency, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self._token = api_token
         if api_token:
             self.session.headers["Authorization"] = f"Bearer {api_token}"
+
+    def _redact(self, text: str) -> str:
+        """Upstream text as it may go into an error: the token masked, should a proxy echo it."""
+        return text.replace(self._token, "***") if self._token else text
 
     def __repr__(self) -> str:  # never shows the token
         return f"MoovitamixApiClient(base_url={self.base_url!r}, page_size={self.page_size})"
@@ -208,11 +213,13 @@ class MoovitamixApiClient:
             report(1 + transport_retries, transport_retries, len(response.content))
             if response.status_code != 200:
                 retried = f" after {transport_retries} retries" if response.status_code in RETRIED_STATUSES else ""
-                raise MoovitamixApiError(f"{where}: HTTP {response.status_code}{retried}: {response.text[:200]}")
+                raise MoovitamixApiError(
+                    f"{where}: HTTP {response.status_code}{retried}: {self._redact(response.text)[:200]}"
+                )
             try:
                 body = response.json()
             except requests.JSONDecodeError as error:
-                problem = f"body is not JSON ({error}; starts {response.text[:40]!r})"
+                problem = f"body is not JSON ({error}; starts {self._redact(response.text)[:40]!r})"
                 continue
             try:
                 return parse_page(body, number)

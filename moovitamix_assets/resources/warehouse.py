@@ -1,6 +1,9 @@
 """The DuckDB warehouse: where the file lives, its schemas and tables, and the writers' pool."""
 
+import logging
 import os
+import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
@@ -30,7 +33,14 @@ def core_table(entity: str) -> str:
 
 
 class WarehouseResource(DuckDBResource):
-    """The project's DuckDB file (creates its folder on first use)."""
+    """The project's DuckDB file (creates its folder on first use).
+
+    A second process that finds the file locked (a run outside the shared Dagster instance,
+    whose `duckdb` pool would have queued it) waits for the lock up to `lock_wait_seconds`,
+    instead of dagster-duckdb's ten quick retries (about 100 s) that a long pull outlasts.
+    """
+
+    lock_wait_seconds: float = 1800.0
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.database != ":memory:" and not self.database.startswith("md:"):
@@ -38,13 +48,27 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        # DuckDBResource closes its connection only when the block succeeds; after a failure
-        # the open connection (held by the traceback) keeps the file locked for this process.
-        with super().get_connection() as connection:
+        connection = self._connect_waiting_for_the_lock()
+        # Closed however the block ends: a connection left to the garbage collector (held by
+        # a traceback) would keep the file locked for this process.
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _connect_waiting_for_the_lock(self) -> duckdb.DuckDBPyConnection:
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        deadline = time.monotonic() + self.lock_wait_seconds
+        delay = 0.1
+        while True:
             try:
-                yield connection
-            finally:
-                connection.close()
+                return duckdb.connect(self.database, read_only=False, config=config)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+                    raise
+                logging.getLogger(__name__).info(f"waiting for the DuckDB file lock: {error}")
+                time.sleep(min(delay, 5.0) * random.uniform(0.5, 1.0))
+                delay *= 2
 
 
 def warehouse_from_env() -> WarehouseResource:

@@ -137,3 +137,12 @@ def test_core_rebuilds_itself_after_a_raw_snapshot_lands(emulator_url, database)
     dg.materialize(core_assets, resources=resources(emulator_url, database), instance=instance)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0
+
+
+def test_core_before_any_snapshot_fails_saying_what_to_do(tmp_path):
+    result = dg.materialize(
+        core_assets, resources=resources("http://127.0.0.1:9", tmp_path / "warehouse.duckdb"), raise_on_error=False
+    )
+    messages = {event.step_key: event.event_specific_data.error.message for event in result.get_step_failure_events()}
+    for entity in ("users", "tracks", "listen_history"):
+        assert f"raw.{entity} holds no snapshot yet: materialize a raw partition first." in messages[f"core__{entity}"]

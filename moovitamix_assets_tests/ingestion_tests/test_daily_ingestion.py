@@ -1,6 +1,7 @@
 """A day's ingestion against the emulator: exact counts, checks, re-runs, two days, transport faults."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import pytest
@@ -127,8 +128,18 @@ def test_page_batches_bound_memory_and_skip_empty_pages():
     pages = [Page(number, [{"id": number * 10 + i} for i in range(5)], 50, 10) for number in range(1, 11)]
     pages.append(Page(11, [], 50, 10))
     batches = list(page_batches(pages, max_records=12))
-    assert [batch.num_rows for batch in batches] == [3, 3, 3, 1]
-    assert sum(batch.num_rows for batch in batches) == 10
+    assert [batch.table.num_rows for batch in batches] == [3, 3, 3, 1]
+    assert sum(batch.table.num_rows for batch in batches) == 10
+    assert {batch.replaced_characters for batch in batches} == {0}
+
+
+def test_page_batches_replace_only_lone_surrogates():
+    # As the client parses it: JSON pairs the two halves of an emoji, a lone half stays alone.
+    items = json.loads(r'[{"id": 1, "name": "half \ud83c emoji"}, {"id": 2, "name": "whole \ud83d\ude00 emoji"}]')
+    (batch,) = page_batches([Page(1, items, 2, 1)])
+    stored = json.loads(batch.table.column("items_json")[0].as_py())
+    assert batch.replaced_characters == 1
+    assert stored[0]["name"] == "half \ufffd emoji" and stored[1]["name"] == "whole \U0001f600 emoji"
 
 
 def test_schedule_tick_targets_its_own_day():
