@@ -54,7 +54,9 @@ from requests.adapters import HTTPAdapter
 from moovitamix_api.data import expected_counts
 from moovitamix_api.settings import EmulatorSettings
 from moovitamix_assets.core.assets import core_assets
-from moovitamix_assets.ingestion.assets import SnapshotPolicy, raw_snapshot_assets
+from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.ml.registry import ModelStore
+from moovitamix_assets.resources.environment import pipeline_resources
 from moovitamix_assets.resources.api import MoovitamixApiResource
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
@@ -167,11 +169,12 @@ def materialize_day(
     return dg.materialize(
         [*raw_snapshot_assets, *core_assets],
         partition_key=DAY,
-        resources={
-            "api": MoovitamixApiResource(base_url=base_url, max_concurrency=concurrency),
-            "warehouse": WarehouseResource(database=str(database)),
-            "snapshot_policy": SnapshotPolicy(allow_any_date=True),  # the emulator is pinned to DAY
-        },
+        resources=pipeline_resources(
+            api=MoovitamixApiResource(base_url=base_url, max_concurrency=concurrency),
+            warehouse=WarehouseResource(database=str(database)),
+            model_store=ModelStore(directory=str(Path(database).parent / "models")),
+            allow_any_snapshot_date=True,  # the emulator is pinned to DAY
+        ),
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )

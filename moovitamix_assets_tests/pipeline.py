@@ -8,10 +8,11 @@ import duckdb
 
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import QualityPolicy, core_checks
-from moovitamix_assets.ingestion.assets import SnapshotPolicy, raw_snapshot_assets
+from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ml.registry import ModelStore
-from moovitamix_assets.ml.sensors import DriftPolicy
+from moovitamix_assets.monitoring.lake import LakeResource
 from moovitamix_assets.resources.api import MoovitamixApiResource
+from moovitamix_assets.resources.environment import pipeline_resources
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
 INGESTION = [*raw_snapshot_assets, *core_assets, *core_checks]
@@ -20,15 +21,14 @@ INGESTION = [*raw_snapshot_assets, *core_assets, *core_checks]
 def resources(
     base_url: str, database: Path, quality_policy: Optional[QualityPolicy] = None, **api_options
 ) -> dict:
-    return {
-        "api": MoovitamixApiResource(base_url=base_url, **api_options),
-        "warehouse": WarehouseResource(database=str(database)),
-        "quality_policy": quality_policy or QualityPolicy(),
-        # The emulator serves a fixed past date in tests.
-        "snapshot_policy": SnapshotPolicy(allow_any_date=True),
-        "model_store": ModelStore(directory=str(Path(database).parent / "models")),
-        "drift_policy": DriftPolicy(),
-    }
+    return pipeline_resources(
+        api=MoovitamixApiResource(base_url=base_url, **api_options),
+        warehouse=WarehouseResource(database=str(database)),
+        model_store=ModelStore(directory=str(Path(database).parent / "models")),
+        lake=LakeResource(root=str(Path(database).parent / "lake")),
+        quality_policy=quality_policy,
+        allow_any_snapshot_date=True,  # the emulator serves a fixed past date in tests
+    )
 
 
 def materialize_day(

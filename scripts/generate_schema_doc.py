@@ -29,14 +29,22 @@ import duckdb
 from moovitamix_api.server import serve_in_thread
 from moovitamix_api.settings import EmulatorSettings
 from moovitamix_assets.core.assets import core_assets
-from moovitamix_assets.core.checks import QualityPolicy, core_checks
-from moovitamix_assets.ingestion.assets import SnapshotPolicy, raw_snapshot_assets
-from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
+from moovitamix_assets.core.checks import core_checks
+from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.ml.assets import (
+    recommender_model,
+    training_set,
+    user_recommendations,
+)
 from moovitamix_assets.ml.checks import ml_checks
 from moovitamix_assets.ml.registry import ModelStore
-from moovitamix_assets.ml.sensors import DriftPolicy
-from moovitamix_assets.monitoring.health import REPORTS_PATH_ENV, HealthConfig, pipeline_health
+from moovitamix_assets.monitoring.health import (
+    REPORTS_PATH_ENV,
+    HealthConfig,
+    pipeline_health,
+)
 from moovitamix_assets.resources.api import MoovitamixApiResource
+from moovitamix_assets.resources.environment import pipeline_resources
 from moovitamix_assets.resources.warehouse import SCHEMAS, WarehouseResource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,15 +187,13 @@ def build_database(directory: Path) -> Path:
     database = directory / "warehouse.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     with serve_in_thread(SETTINGS) as base_url, _environment(REPORTS_PATH_ENV, str(directory / "reports")):
-        resources = {
-            "api": MoovitamixApiResource(base_url=base_url),
+        resources = pipeline_resources(
+            api=MoovitamixApiResource(base_url=base_url),
+            warehouse=WarehouseResource(database=str(database)),
+            model_store=ModelStore(directory=str(directory / "models")),
             # The emulator is pinned to SNAPSHOT_DATE: storing its pull under that date is right.
-            "snapshot_policy": SnapshotPolicy(allow_any_date=True),
-            "warehouse": WarehouseResource(database=str(database)),
-            "quality_policy": QualityPolicy(),
-            "model_store": ModelStore(directory=str(directory / "models")),
-            "drift_policy": DriftPolicy(),
-        }
+            allow_any_snapshot_date=True,
+        )
         steps = [
             # raw.* and quality.rejected_records, core.*, monitoring.asset_metrics and check_results
             dict(assets=[*raw_snapshot_assets, *core_assets, *core_checks], partition_key=SNAPSHOT_DATE),

@@ -1,17 +1,18 @@
-"""The resources every asset gets, built from the environment in one place."""
+"""The resources every asset gets: the one list of them, and its values from the environment."""
 
 import os
+from typing import Optional
 
 import dagster as dg
 
 from moovitamix_assets.core.checks import QualityPolicy
 from moovitamix_assets.ingestion.assets import SnapshotPolicy
-from moovitamix_assets.ml.registry import model_store_from_env
+from moovitamix_assets.ml.registry import ModelStore, model_store_from_env
 from moovitamix_assets.ml.sensors import DriftPolicy
-from moovitamix_assets.monitoring.alerts import alert_settings_from_env
-from moovitamix_assets.monitoring.lake import lake_from_env
+from moovitamix_assets.monitoring.alerts import AlertSettings, alert_settings_from_env
+from moovitamix_assets.monitoring.lake import LakeResource, lake_from_env
 from moovitamix_assets.resources.api import MoovitamixApiResource
-from moovitamix_assets.resources.warehouse import warehouse_from_env
+from moovitamix_assets.resources.warehouse import WarehouseResource, warehouse_from_env
 
 API_URL_ENV = "MOOVITAMIX_API_URL"
 API_TOKEN_ENV = "MOOVITAMIX_API_TOKEN"
@@ -19,18 +20,40 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 ALLOW_ANY_SNAPSHOT_DATE_ENV = "MOOVITAMIX_ALLOW_ANY_SNAPSHOT_DATE"
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+def pipeline_resources(
+    *,
+    api: MoovitamixApiResource,
+    warehouse: WarehouseResource,
+    model_store: ModelStore,
+    lake: Optional[LakeResource] = None,
+    alert_settings: Optional[AlertSettings] = None,
+    quality_policy: Optional[QualityPolicy] = None,
+    allow_any_snapshot_date: bool = False,
+) -> dict[str, dg.ConfigurableResource]:
+    """Every resource key the assets, checks and sensors ask for; the policies at their defaults
+    unless given. Deployments (below), tests and scripts all build their resources here."""
     return {
-        "api": MoovitamixApiResource(
+        "api": api,
+        "warehouse": warehouse,
+        "quality_policy": quality_policy or QualityPolicy(),
+        "snapshot_policy": SnapshotPolicy(allow_any_date=allow_any_snapshot_date),
+        "model_store": model_store,
+        "drift_policy": DriftPolicy(),
+        "alert_settings": alert_settings or AlertSettings(),
+        "lake": lake or LakeResource(),
+    }
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    return pipeline_resources(
+        api=MoovitamixApiResource(
             base_url=os.getenv(API_URL_ENV, DEFAULT_API_URL),
             # An EnvVar, not the value: Dagster resolves it at run time and never shows it.
             api_token=dg.EnvVar(API_TOKEN_ENV) if os.getenv(API_TOKEN_ENV) else None,
         ),
-        "warehouse": warehouse_from_env(),
-        "quality_policy": QualityPolicy(),
-        "snapshot_policy": SnapshotPolicy(allow_any_date=os.getenv(ALLOW_ANY_SNAPSHOT_DATE_ENV) == "1"),
-        "model_store": model_store_from_env(),
-        "drift_policy": DriftPolicy(),
-        "alert_settings": alert_settings_from_env(),
-        "lake": lake_from_env(),
-    }
+        warehouse=warehouse_from_env(),
+        model_store=model_store_from_env(),
+        lake=lake_from_env(),
+        alert_settings=alert_settings_from_env(),
+        allow_any_snapshot_date=os.getenv(ALLOW_ANY_SNAPSHOT_DATE_ENV) == "1",
+    )
