@@ -14,6 +14,7 @@ import duckdb
 
 from moovitamix_assets.constants import CORE
 from moovitamix_assets.contract import CONTRACT_FIELDS, LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.core.assets import latest_snapshot_date
 from moovitamix_assets.monitoring.metrics import record_check_results
 from moovitamix_assets.resources.warehouse import (
     DUCKDB_POOL,
@@ -57,9 +58,9 @@ class Finding:
         }
 
 
-def latest_snapshot(connection: duckdb.DuckDBPyConnection, entity: str) -> Optional[str]:
-    (latest,) = connection.execute(f"SELECT max(snapshot_date) FROM {raw_table(entity)}").fetchone()
-    return latest.isoformat() if latest else None
+def first_values(connection: duckdb.DuckDBPyConnection, sql: str, params=()) -> list:
+    """The first SAMPLE_SIZE values of the query's first column, in its order: a sample of offenders."""
+    return [row[0] for row in connection.execute(f"{sql} LIMIT {SAMPLE_SIZE}", params).fetchall()]
 
 
 def served_count(connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: str) -> int:
@@ -75,7 +76,7 @@ def rejected(
     """Records of a snapshot rejected for any reason starting with one of the prefixes."""
     key_field = RECORD_KEY[entity][0]
     matching = f"""
-        SELECT served_position, record, reason
+        SELECT served_position, record, reason_code
         FROM {REJECTED_RECORDS}, unnest(string_split(reason, '; ')) AS r(reason_code)
         WHERE entity = $entity AND snapshot_date = $snapshot_date
           AND list_has_any([split_part(reason_code, ':', 1)], $prefixes)
@@ -85,25 +86,13 @@ def rejected(
         f"SELECT count(DISTINCT served_position) FROM ({matching})", params
     ).fetchone()
     by_reason = dict(
-        connection.execute(
-            f"""
-            SELECT reason_code, count(*)
-            FROM {REJECTED_RECORDS}, unnest(string_split(reason, '; ')) AS r(reason_code)
-            WHERE entity = $entity AND snapshot_date = $snapshot_date
-              AND list_has_any([split_part(reason_code, ':', 1)], $prefixes)
-            GROUP BY ALL ORDER BY 1
-            """,
-            params,
-        ).fetchall()
+        connection.execute(f"SELECT reason_code, count(*) FROM ({matching}) GROUP BY ALL ORDER BY 1", params).fetchall()
     )
-    sample = [
-        row[0]
-        for row in connection.execute(
-            f"SELECT DISTINCT json_extract_string(record, '{key_field}') AS key FROM ({matching}) "
-            f"ORDER BY key LIMIT {SAMPLE_SIZE}",
-            params,
-        ).fetchall()
-    ]
+    sample = first_values(
+        connection,
+        f"SELECT DISTINCT json_extract_string(record, '{key_field}') AS key FROM ({matching}) ORDER BY key",
+        params,
+    )
     return Finding(count, served_count(connection, entity, snapshot_date), sample), by_reason
 
 
@@ -171,10 +160,9 @@ def check_updated_after_created(connection, entity) -> dg.AssetCheckResult:
         f"SELECT count(DISTINCT {key_column}) FILTER (WHERE {updated} < {created}), "
         f"count(DISTINCT {key_column}) FROM {table}"
     ).fetchone()
-    sample = [row[0] for row in connection.execute(
-        f"SELECT DISTINCT {key_column} FROM {table} WHERE {updated} < {created} "
-        f"ORDER BY 1 LIMIT {SAMPLE_SIZE}"
-    ).fetchall()]
+    sample = first_values(
+        connection, f"SELECT DISTINCT {key_column} FROM {table} WHERE {updated} < {created} ORDER BY 1"
+    )
     return result("updated_at_not_before_created_at", entity, Finding(count, total, sample))
 
 
@@ -234,9 +222,7 @@ def check_orphans(connection, key_column: str, parent: str, policy: QualityPolic
         f"SELECT count(*) FILTER (WHERE {orphan_filter}), count(*), "
         f"count(DISTINCT {key_column}) FILTER (WHERE {orphan_filter}) FROM {listens}"
     ).fetchone()
-    sample = [row[0] for row in connection.execute(
-        f"SELECT DISTINCT {key_column} FROM {listens} WHERE {orphan_filter} ORDER BY 1 LIMIT {SAMPLE_SIZE}"
-    ).fetchall()]
+    sample = first_values(connection, f"SELECT DISTINCT {key_column} FROM {listens} WHERE {orphan_filter} ORDER BY 1")
     return result(
         f"no_orphan_{key_column}s", LISTEN_HISTORY, Finding(count, total, sample),
         policy.max_orphan_rate, orphan_ids=distinct_ids, max_rate=policy.max_orphan_rate,
@@ -276,7 +262,7 @@ def build_core_checks(entity: str) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality_policy: QualityPolicy
     ) -> Iterator[dg.AssetCheckResult]:
         with warehouse.get_connection() as connection:
-            snapshot_date = latest_snapshot(connection, entity)
+            snapshot_date = latest_snapshot_date(connection, entity)
             results = [
                 check_duplicate_ids(connection, entity, snapshot_date, quality_policy),
                 check_required_fields(connection, entity, snapshot_date),

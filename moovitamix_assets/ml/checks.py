@@ -7,19 +7,19 @@ import duckdb
 
 from moovitamix_assets.constants import ML
 from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.core.checks import first_values
 from moovitamix_assets.ml.assets import USER_RECOMMENDATIONS, RecommendationsConfig
 from moovitamix_assets.ml.promotion import PROMOTION_METRIC
 from moovitamix_assets.ml.registry import current_champion
 from moovitamix_assets.monitoring.metrics import record_check_results
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
+from moovitamix_assets.resources.warehouse import (
+    DUCKDB_POOL,
+    WarehouseResource,
+    core_table,
+)
 
-SAMPLE_SIZE = 10
 RECOMMENDATIONS_KEY = dg.AssetKey([ML, "user_recommendations"])
 MODEL_KEY = dg.AssetKey([ML, "recommender_model"])
-
-
-def _sample(connection: duckdb.DuckDBPyConnection, sql: str, params=()) -> list:
-    return [row[0] for row in connection.execute(f"{sql} ORDER BY 1 LIMIT {SAMPLE_SIZE}", params).fetchall()]
 
 
 def check_every_user_has_k(connection: duckdb.DuckDBPyConnection, k: int) -> dg.AssetCheckResult:
@@ -47,7 +47,7 @@ def check_every_user_has_k(connection: duckdb.DuckDBPyConnection, k: int) -> dg.
         check_name="every_user_has_k_recommendations",
         asset_key=RECOMMENDATIONS_KEY,
         passed=wrong == 0,
-        metadata={"users_wrong": wrong, "users": users, "k": k, "sample_user_ids": _sample(connection, expected)},
+        metadata={"users_wrong": wrong, "users": users, "k": k, "sample_user_ids": first_values(connection, f"{expected} ORDER BY 1")},
     )
 
 
@@ -61,7 +61,7 @@ def check_no_history_recommended(connection: duckdb.DuckDBPyConnection) -> dg.As
         check_name="no_listened_track_recommended",
         asset_key=RECOMMENDATIONS_KEY,
         passed=count == 0,
-        metadata={"users_affected": count, "sample_user_ids": _sample(connection, offending)},
+        metadata={"users_affected": count, "sample_user_ids": first_values(connection, f"{offending} ORDER BY 1")},
     )
 
 
@@ -75,7 +75,7 @@ def check_only_known_tracks(connection: duckdb.DuckDBPyConnection) -> dg.AssetCh
         check_name="only_known_tracks_recommended",
         asset_key=RECOMMENDATIONS_KEY,
         passed=count == 0,
-        metadata={"unknown_tracks": count, "sample_track_ids": _sample(connection, offending)},
+        metadata={"unknown_tracks": count, "sample_track_ids": first_values(connection, f"{offending} ORDER BY 1")},
     )
 
 
