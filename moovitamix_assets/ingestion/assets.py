@@ -17,7 +17,13 @@ from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.ingestion.partitions import daily_snapshots
 from moovitamix_assets.monitoring.metrics import recorded_result
 from moovitamix_assets.resources.api import MoovitamixApiResource, Page
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, raw_table
+from moovitamix_assets.resources.warehouse import (
+    DUCKDB_POOL,
+    WarehouseResource,
+    raw_table,
+    set_variables,
+    utc_now,
+)
 
 SQL = Path(__file__).parent / "sql"
 
@@ -103,11 +109,9 @@ def replace_snapshot(
     table = raw_table(entity)
     connection.execute((SQL / "create_raw_table.sql").read_text().format(table=table))
     insert_sql = (SQL / "insert_raw_batch.sql").read_text().format(table=table)
-    connection.execute("SET VARIABLE snapshot_date = ?::DATE", [snapshot_date])
-    connection.execute("SET VARIABLE run_id = ?", [run_id])
-    connection.execute(
-        "SET VARIABLE ingested_at = ?::TIMESTAMP",
-        [dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
+    set_variables(
+        connection,
+        {"snapshot_date": dt.date.fromisoformat(snapshot_date), "run_id": run_id, "ingested_at": utc_now()},
     )
     connection.execute("BEGIN TRANSACTION")
     try:
@@ -164,7 +168,6 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
                 f"/{entity}: {written.replaced_characters} lone UTF-16 surrogate(s) replaced with U+FFFD"
             )
         seconds = time.monotonic() - started
-        stats = fetch.stats
         if rows != total_reported:
             context.log.warning(
                 f"/{entity}: the API reported {total_reported} records and served {rows}; "
@@ -177,13 +180,11 @@ def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
                 "dagster/row_count": rows,
                 "dagster/table_name": raw_table(entity),
                 "snapshot_date": context.partition_key,
-                "records": rows,
                 "total_reported_by_api": total_reported,
-                "pages": stats.pages,
-                "requests": stats.requests,
-                "retries": stats.retries,
-                "bytes": stats.bytes,
                 "replaced_characters": written.replaced_characters,
+                **fetch.stats.as_metadata(),
+                # The pull and the write together, rather than the client's own figures.
+                "records": rows,
                 "seconds": round(seconds, 3),
                 "records_per_second": round(rows / seconds, 1) if seconds else 0.0,
             },

@@ -1,7 +1,6 @@
 """ML assets: the training set, the recommender model (champion/challenger), top-k for every user."""
 
 import time
-from datetime import datetime, timezone
 from typing import Optional
 
 import dagster as dg
@@ -23,7 +22,7 @@ from moovitamix_assets.ml.registry import (
     record,
 )
 from moovitamix_assets.monitoring.metrics import recorded_result
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table, table_exists
+from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table, table_exists, utc_now
 
 TRAINING_SET = "ml.training_set"
 USER_RECOMMENDATIONS = "ml.user_recommendations"
@@ -228,7 +227,7 @@ def recommender_model(
         challenger_metrics, evaluated["popularity"], champion_metrics, config.min_relative_gain
     )
 
-    trained_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    trained_at = utc_now()
     facts = dict(
         trained_at=trained_at,
         snapshot_date=snapshot_date,
@@ -331,7 +330,7 @@ def user_recommendations(
         history_length=recommendations["user_id"].map(history_lengths).fillna(0).astype("int64"),
         snapshot_date=pd.Timestamp(snapshot_date).date(),
         model_version=champion.version,
-        generated_at=datetime.now(timezone.utc).replace(tzinfo=None),
+        generated_at=utc_now(),
     )
     with warehouse.get_connection() as connection:
         connection.execute("BEGIN TRANSACTION")

@@ -19,7 +19,13 @@ import duckdb
 from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.partitions import daily_snapshots
-from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, raw_table, table_exists
+from moovitamix_assets.resources.warehouse import (
+    DUCKDB_POOL,
+    WarehouseResource,
+    raw_table,
+    set_variables,
+    table_exists,
+)
 
 SQL = Path(__file__).parent / "sql"
 
@@ -68,7 +74,7 @@ def export_raw_partition(
     target = partition_path(root, entity, snapshot_date)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    connection.execute("SET VARIABLE snapshot_date = ?::DATE", [snapshot_date])
+    set_variables(connection, {"snapshot_date": dt.date.fromisoformat(snapshot_date)})
     try:
         connection.execute(
             (SQL / "export_raw_partition.sql").read_text().format(table=raw_table(entity), path=sql_literal(str(temporary)))
@@ -91,7 +97,7 @@ def verify_parquet_copy(
     path = partition_path(root, entity, snapshot_date)
     if not path.exists():
         return False, f"no Parquet copy at {path}"
-    connection.execute("SET VARIABLE snapshot_date = ?::DATE", [snapshot_date])
+    set_variables(connection, {"snapshot_date": dt.date.fromisoformat(snapshot_date)})
     table_rows, table_checksum = raw_fingerprint(
         connection, f"(SELECT * FROM {raw_table(entity)} WHERE snapshot_date = getvariable('snapshot_date'))"
     )

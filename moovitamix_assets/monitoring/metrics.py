@@ -5,23 +5,18 @@ The same numbers are returned as Dagster metadata, so the UI plots them per asse
 """
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import dagster as dg
 import duckdb
 
-from moovitamix_assets.resources.warehouse import WarehouseResource, run_sql_file
+from moovitamix_assets.resources.warehouse import WarehouseResource, run_sql_file, utc_now
 
 SQL = Path(__file__).parent / "sql"
 
 ASSET_METRICS = "monitoring.asset_metrics"
 CHECK_RESULTS = "monitoring.check_results"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _plain(value: Any) -> Any:
@@ -46,7 +41,7 @@ def record_asset_metrics(
     metadata: Mapping[str, Any],
 ) -> None:
     run_sql_file(connection, SQL / "create_monitoring_tables.sql")
-    rows = [(_now(), run_id, asset, partition, name, value) for name, value in numeric_metrics(metadata).items()]
+    rows = [(utc_now(), run_id, asset, partition, name, value) for name, value in numeric_metrics(metadata).items()]
     if rows:
         connection.executemany(f"INSERT INTO {ASSET_METRICS} VALUES (?, ?, ?, ?, ?, ?)", rows)
 
@@ -74,7 +69,7 @@ def record_check_results(
         metadata = {name: _plain(value) for name, value in (result.metadata or {}).items()}
         count, rate = metadata.get("count"), metadata.get("rate")
         rows.append((
-            _now(), run_id, result.asset_key.to_user_string(), result.check_name, result.passed,
+            utc_now(), run_id, result.asset_key.to_user_string(), result.check_name, result.passed,
             result.severity.value, count if isinstance(count, int) else None,
             float(rate) if isinstance(rate, (int, float)) else None,
             json.dumps(metadata, default=str),

@@ -1,5 +1,6 @@
 """The DuckDB warehouse: where the file lives, its schemas and tables, and the writers' pool."""
 
+import datetime as dt
 import logging
 import os
 import random
@@ -86,6 +87,18 @@ def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
     )
 
 
+def utc_now() -> dt.datetime:
+    """Now in UTC, naive, as TIMESTAMP columns hold it."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def set_variables(connection: duckdb.DuckDBPyConnection, variables: Mapping[str, Any]) -> None:
+    """Binds values as DuckDB variables, read in SQL with `getvariable('name')`: bound, never
+    pasted into SQL text."""
+    for name, value in variables.items():
+        connection.execute(f"SET VARIABLE {name} = ?", [value])
+
+
 def run_sql_file(
     connection: duckdb.DuckDBPyConnection,
     path: Path,
@@ -96,6 +109,5 @@ def run_sql_file(
     A file reads an input with `getvariable('name')`; values are bound, never pasted
     into the SQL text.
     """
-    for name, value in (variables or {}).items():
-        connection.execute(f"SET VARIABLE {name} = ?", [value])
+    set_variables(connection, variables or {})
     connection.execute(path.read_text())
