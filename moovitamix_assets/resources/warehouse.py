@@ -42,6 +42,7 @@ class WarehouseResource(DuckDBResource):
     """
 
     lock_wait_seconds: float = 1800.0
+    memory_limit: Optional[str] = None  # e.g. "512MB": DuckDB spills to disk past it
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.database != ":memory:" and not self.database.startswith("md:"):
@@ -58,12 +59,15 @@ class WarehouseResource(DuckDBResource):
             connection.close()
 
     def _connect_waiting_for_the_lock(self) -> duckdb.DuckDBPyConnection:
+        # memory_limit, when set, makes DuckDB spill to disk instead of growing.
         config = {"custom_user_agent": "dagster", **self.connection_config}
+        if self.memory_limit:
+            config.setdefault("memory_limit", self.memory_limit)
         deadline = time.monotonic() + self.lock_wait_seconds
         delay = 0.1
         while True:
             try:
-                return duckdb.connect(self.database, read_only=False, config=config)
+                return in_utc(duckdb.connect(self.database, read_only=False, config=config))
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() >= deadline:
                     raise
@@ -72,8 +76,23 @@ class WarehouseResource(DuckDBResource):
                 delay *= 2
 
 
+DUCKDB_MEMORY_LIMIT_ENV = "MOOVITAMIX_DUCKDB_MEMORY_LIMIT"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "512MB"
+
+
 def warehouse_from_env() -> WarehouseResource:
-    return WarehouseResource(database=os.getenv(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH))
+    return WarehouseResource(
+        database=os.getenv(DUCKDB_PATH_ENV, DEFAULT_DUCKDB_PATH),
+        memory_limit=os.getenv(DUCKDB_MEMORY_LIMIT_ENV, DEFAULT_DUCKDB_MEMORY_LIMIT),
+    )
+
+
+def in_utc(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The connection with its TimeZone set to UTC: now(), casts to and from TIMESTAMPTZ
+    never depend on the machine's zone. (A config key at connect time would need ICU
+    autoloading, which cannot download here; ICU is built in and SET works.)"""
+    connection.execute("SET TimeZone = 'UTC'")
+    return connection
 
 
 def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -90,6 +109,24 @@ def table_exists(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
 def utc_now() -> dt.datetime:
     """Now in UTC, naive, as TIMESTAMP columns hold it."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def utc_today() -> dt.date:
+    """Today's date in UTC, whatever the machine's time zone."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+@contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK when the block raises (anything, a KeyboardInterrupt too):
+    the block's writes land whole or not at all."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 def set_variables(connection: duckdb.DuckDBPyConnection, variables: Mapping[str, Any]) -> None:
