@@ -35,7 +35,7 @@ SELECT
     record,
     final_reason,
     getvariable('run_id'),
-    now()::TIMESTAMP
+    timezone('UTC', now())  -- UTC wall time whatever the session's zone
 FROM staged
 WHERE final_reason IS NOT NULL;
 

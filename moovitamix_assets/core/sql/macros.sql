@@ -42,8 +42,11 @@ CREATE OR REPLACE TEMP MACRO id_list_problem(record, field) AS
         END
     );
 
+-- Timestamps are UTC. A text with an offset (+02:00, Z) is converted to UTC, not truncated;
+-- one without is taken as UTC: it is parsed as TIMESTAMPTZ in the session's zone, which every
+-- warehouse connection sets to UTC (warehouse.in_utc), and read back as UTC wall time.
 CREATE OR REPLACE TEMP MACRO as_timestamp(record, field) AS
-    TRY_CAST(json_extract_string(record, field) AS TIMESTAMP);
+    timezone('UTC', TRY_CAST(json_extract_string(record, field) AS TIMESTAMPTZ));
 
 CREATE OR REPLACE TEMP MACRO timestamp_problem(record, field) AS
     coalesce(
