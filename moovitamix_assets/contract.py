@@ -38,3 +38,7 @@ CONTRACT_FIELDS: Mapping[str, Sequence[str]] = {
     ),
     LISTEN_HISTORY: ("user_id", "items", "created_at", "updated_at"),
 }
+
+# The field that identifies a record of each endpoint upstream, and its column in core.
+KEY_FIELD: Mapping[str, str] = {USERS: "id", TRACKS: "id", LISTEN_HISTORY: "user_id"}
+KEY_COLUMN: Mapping[str, str] = {USERS: "user_id", TRACKS: "track_id", LISTEN_HISTORY: "user_id"}

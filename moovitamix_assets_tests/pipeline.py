@@ -8,7 +8,7 @@ import duckdb
 
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import QualityPolicy, core_checks
-from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.ingestion.assets import RawStaging, raw_snapshot_assets
 from moovitamix_assets.ml.registry import ModelStore
 from moovitamix_assets.monitoring.lake import LakeResource
 from moovitamix_assets.resources.api import MoovitamixApiResource
@@ -27,6 +27,7 @@ def resources(
         model_store=ModelStore(directory=str(Path(database).parent / "models")),
         lake=LakeResource(root=str(Path(database).parent / "lake")),
         quality_policy=quality_policy,
+        raw_staging=RawStaging(root=str(Path(database).parent / "staging")),
         allow_any_snapshot_date=True,  # the emulator serves a fixed past date in tests
     )
 

@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 
 from moovitamix_assets.constants import CORE
-from moovitamix_assets.contract import CONTRACT_FIELDS, LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.contract import CONTRACT_FIELDS, KEY_COLUMN, KEY_FIELD, LISTEN_HISTORY, TRACKS, USERS
 from moovitamix_assets.core.assets import latest_snapshot_date
 from moovitamix_assets.monitoring.metrics import record_check_results
 from moovitamix_assets.resources.warehouse import (
@@ -27,7 +27,7 @@ from moovitamix_assets.resources.warehouse import (
 SAMPLE_SIZE = 10
 
 # The field that identifies a record of each endpoint, and its column in core.
-RECORD_KEY = {USERS: ("id", "user_id"), TRACKS: ("id", "track_id"), LISTEN_HISTORY: ("user_id", "user_id")}
+RECORD_KEY = {entity: (KEY_FIELD[entity], KEY_COLUMN[entity]) for entity in (USERS, TRACKS, LISTEN_HISTORY)}
 
 
 class QualityPolicy(dg.ConfigurableResource):

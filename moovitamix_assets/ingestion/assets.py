@@ -1,34 +1,62 @@
-"""Raw snapshots: each day's full pull of every endpoint, stored as received."""
+"""Raw snapshots: each day's full pull of every endpoint, verified, staged, then loaded in one short transaction.
+
+The three endpoints are pulled concurrently, each until it gives a consistent view (see
+pull.py), into Parquet files under the staging folder; the DuckDB file is opened only
+afterwards, for one transaction that replaces the day's rows of every endpoint pulled and
+records them in raw.snapshot_manifest. A pull that fails anywhere loads nothing: the day
+keeps its previous rows (or none) for every endpoint.
+"""
 
 import datetime as dt
-import json
-import re
+import os
+import shutil
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator, Mapping
 
 import dagster as dg
 import duckdb
-import pyarrow as pa
 
 from moovitamix_assets.constants import RAW
 from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.ingestion.partitions import daily_snapshots
-from moovitamix_assets.monitoring.metrics import recorded_result
-from moovitamix_assets.resources.api import MoovitamixApiResource, Page
+from moovitamix_assets.ingestion.pull import StagedPull, pull_endpoint
+from moovitamix_assets.ingestion.snapshots import SNAPSHOT_MANIFEST, create_snapshot_manifest
+from moovitamix_assets.monitoring.metrics import record_asset_metrics
+from moovitamix_assets.resources.api import MoovitamixApiError, MoovitamixApiResource
 from moovitamix_assets.resources.warehouse import (
     DUCKDB_POOL,
     WarehouseResource,
     raw_table,
-    set_variables,
+    run_sql_file,
+    transaction,
     utc_now,
+    utc_today,
 )
 
 SQL = Path(__file__).parent / "sql"
 
-# Records held in memory before they are written: memory stays bounded at any scale.
-BATCH_RECORDS = 20_000
+STAGING_PATH_ENV = "MOOVITAMIX_STAGING_PATH"
+DEFAULT_STAGING_PATH = "data/staging"
+
+# Step retries with backoff for a pull that fails (an outage at 02:00 should not lose the
+# day); the daily job's run retries (dagster.yaml, the job's tags) cover a dead process.
+RAW_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+class RawStaging(dg.ConfigurableResource):
+    """Where pulls are staged as Parquet before the load, and how hard a pull tries to be consistent."""
+
+    root: str = DEFAULT_STAGING_PATH
+    max_pull_attempts: int = 4  # full passes over an endpoint before it is declared moving
+
+    def run_directory(self, run_id: str) -> Path:
+        return Path(self.root) / run_id
+
+
+def raw_staging_from_env() -> RawStaging:
+    return RawStaging(root=os.getenv(STAGING_PATH_ENV, DEFAULT_STAGING_PATH))
 
 
 class SnapshotPolicy(dg.ConfigurableResource):
@@ -40,7 +68,7 @@ class SnapshotPolicy(dg.ConfigurableResource):
     date (`allow_any_date`).
     """
 
-    max_partition_age_days: int = 1  # today's, and yesterday's for a late or retried run
+    max_partition_age_days: int = 0  # the pull's own UTC day: a run retried after midnight is refused
     allow_any_date: bool = False
 
 
@@ -49,148 +77,157 @@ def check_partition_date(partition_key: str, policy: SnapshotPolicy, today: dt.d
     if policy.allow_any_date or 0 <= age <= policy.max_partition_age_days:
         return
     raise dg.Failure(
-        f"partition {partition_key} is {age} days from today ({today}); the API serves only the "
-        f"current snapshot, so a pull can be stored under today's partition or up to "
-        f"{policy.max_partition_age_days} day(s) before it. A backfill of past days is not possible "
-        "upstream; against an emulator pinned to a date, set MOOVITAMIX_ALLOW_ANY_SNAPSHOT_DATE=1."
+        f"partition {partition_key} is {age} days from today ({today}, UTC); the API serves only the "
+        f"current snapshot, so a pull is stored under the day it runs (up to "
+        f"{policy.max_partition_age_days} day(s) before): a missed day stays missing and today's run "
+        "pulls today. A backfill of past days is not possible upstream; against an emulator pinned "
+        "to a date, set MOOVITAMIX_ALLOW_ANY_SNAPSHOT_DATE=1."
     )
 
 
-# Lone UTF-16 surrogates: valid in JSON ("\ud83c", half an emoji) but not in UTF-8, so DuckDB
-# would refuse the whole batch. Python's json pairs the halves that match; what is left alone
-# is replaced with U+FFFD and counted.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
-
-@dataclass
-class PageBatch:
-    table: pa.Table  # (page, items_json): one row per page
-    replaced_characters: int
-
-
-def page_batches(pages: Iterable[Page], max_records: int = BATCH_RECORDS) -> Iterator[PageBatch]:
-    """Groups pages into Arrow tables of (page, items_json), at most about max_records each."""
-    numbers: list[int] = []
-    items_json: list[str] = []
-    records = replaced = 0
-    for page in pages:
-        if not page.items:
+def sweep_staging(staging: RawStaging, instance: dg.DagsterInstance, current_run_id: str) -> list[str]:
+    """Removes the staged files of runs that are no longer in progress (killed, failed, finished)."""
+    root = Path(staging.root)
+    swept = []
+    for directory in sorted(root.glob("*")) if root.exists() else []:
+        if not directory.is_dir() or directory.name == current_run_id:
             continue
-        text, count = LONE_SURROGATE.subn("\ufffd", json.dumps(page.items, ensure_ascii=False))
-        numbers.append(page.number)
-        items_json.append(text)
-        records += len(page.items)
-        replaced += count
-        if records >= max_records:
-            yield PageBatch(pa.table({"page": numbers, "items_json": items_json}), replaced)
-            numbers, items_json, records, replaced = [], [], 0, 0
-    if numbers:
-        yield PageBatch(pa.table({"page": numbers, "items_json": items_json}), replaced)
+        run = instance.get_run_by_id(directory.name)
+        if run is None or run.is_finished:
+            shutil.rmtree(directory, ignore_errors=True)
+            swept.append(directory.name)
+    return swept
 
 
-@dataclass
-class SnapshotWrite:
-    rows: int
-    replaced_characters: int
+def pull_endpoints(
+    api: MoovitamixApiResource, entities: list[str], directory: Path, max_attempts: int, log
+) -> dict[str, StagedPull]:
+    """Pulls the endpoints concurrently, each staged in its own folder; raises naming every endpoint that failed."""
+    client = api.get_client()
+    with ThreadPoolExecutor(len(entities), thread_name_prefix="moovitamix-pull") as pool:
+        futures = {
+            entity: pool.submit(pull_endpoint, client, entity, directory / entity, max_attempts, log)
+            for entity in entities
+        }
+        errors, pulls = [], {}
+        for entity, future in futures.items():
+            try:
+                pulls[entity] = future.result()
+            except MoovitamixApiError as error:
+                errors.append(str(error))
+    if errors:
+        loaded = "nothing was loaded: every endpoint keeps its previous snapshot"
+        raise dg.Failure(f"{len(errors)} of {len(entities)} endpoint(s) failed ({loaded}): " + " | ".join(errors))
+    return pulls
 
 
-def replace_snapshot(
-    connection: duckdb.DuckDBPyConnection,
-    entity: str,
-    snapshot_date: str,
-    run_id: str,
-    pages: Iterable[Page],
-) -> SnapshotWrite:
-    """Writes one day's pull of an endpoint in one transaction, replacing that day's rows.
+def load_snapshot(
+    connection: duckdb.DuckDBPyConnection, snapshot_date: dt.date, run_id: str, pulls: Mapping[str, StagedPull]
+) -> dict[str, int]:
+    """One transaction: each pulled endpoint's day replaced by its staged rows, and its manifest row.
 
-    A failure at any point (the API, the process, the disk) rolls back: the day keeps
-    either its previous complete snapshot or none, never a part of one.
+    A failure at any point (the disk, the process) rolls back: the day keeps its previous
+    complete rows, or none, for every endpoint, never a part of one.
     """
-    table = raw_table(entity)
-    connection.execute((SQL / "create_raw_table.sql").read_text().format(table=table))
-    insert_sql = (SQL / "insert_raw_batch.sql").read_text().format(table=table)
-    set_variables(
-        connection,
-        {"snapshot_date": dt.date.fromisoformat(snapshot_date), "run_id": run_id, "ingested_at": utc_now()},
-    )
-    connection.execute("BEGIN TRANSACTION")
+    create_snapshot_manifest(connection)
+    loaded_at = utc_now()
+    rows = {}
+    for entity in pulls:
+        run_sql_file(connection, SQL / "create_raw_table.sql", table=raw_table(entity))
+    with transaction(connection):
+        for entity, pull in pulls.items():
+            run_sql_file(
+                connection,
+                SQL / "load_raw_snapshot.sql",
+                {
+                    "snapshot_date": snapshot_date,
+                    "run_id": run_id,
+                    "ingested_at": loaded_at,
+                    "staged_files": [str(path) for path in pull.files],
+                    "winning_pass": pull.winning_pass,
+                },
+                table=raw_table(entity),
+            )
+            (rows[entity],) = connection.execute(
+                f"SELECT count(*) FROM {raw_table(entity)} WHERE snapshot_date = ?", [snapshot_date]
+            ).fetchall()[0]
+            connection.execute(
+                f"INSERT OR REPLACE INTO {SNAPSHOT_MANIFEST} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [snapshot_date, entity, rows[entity], pull.total_reported, pull.attempts, pull.records_moved,
+                 run_id, loaded_at],
+            )  # fmt: skip
+    return rows
+
+
+@dg.multi_asset(
+    name="raw_snapshots",
+    specs=[
+        dg.AssetSpec(
+            [RAW, entity],
+            group_name=RAW,
+            partitions_def=daily_snapshots,
+            kinds={"duckdb", "parquet"},
+            description=f"The day's full pull of GET /{entity}, verified consistent, every record and field as received.",
+            skippable=True,
+        )
+        for entity in ENTITIES
+    ],
+    can_subset=True,
+    pool=DUCKDB_POOL,
+    retry_policy=RAW_RETRY_POLICY,
+)
+def raw_snapshots(
+    context: dg.AssetExecutionContext,
+    api: MoovitamixApiResource,
+    warehouse: WarehouseResource,
+    snapshot_policy: SnapshotPolicy,
+    raw_staging: RawStaging,
+) -> Iterator[dg.MaterializeResult]:
+    """Pulls the selected endpoints concurrently into Parquet, then loads the day in one short transaction."""
+    check_partition_date(context.partition_key, snapshot_policy, utc_today())
+    snapshot_date = dt.date.fromisoformat(context.partition_key)
+    run_id = context.run.run_id
+    entities = [entity for entity in ENTITIES if dg.AssetKey([RAW, entity]) in context.selected_asset_keys]
+    swept = sweep_staging(raw_staging, context.instance, run_id)
+    if swept:
+        context.log.info(f"removed the staged files of {len(swept)} run(s) no longer in progress: {swept}")
+    directory = raw_staging.run_directory(run_id)
+    started = time.monotonic()
     try:
-        connection.execute(
-            f"DELETE FROM {table} WHERE snapshot_date = getvariable('snapshot_date')"
-        )
-        replaced = 0
-        for batch in page_batches(pages):
-            connection.register("raw_batch", batch.table)
-            connection.execute(insert_sql)
-            connection.unregister("raw_batch")
-            replaced += batch.replaced_characters
-        (rows,) = connection.execute(
-            f"SELECT count(*) FROM {table} WHERE snapshot_date = getvariable('snapshot_date')"
-        ).fetchone()
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    return SnapshotWrite(rows, replaced)
-
-
-def build_raw_snapshot_asset(entity: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[RAW, entity],
-        group_name=RAW,
-        partitions_def=daily_snapshots,
-        pool=DUCKDB_POOL,
-        kinds={"duckdb"},
-        description=f"The day's full pull of GET /{entity}, every record and field as received.",
-    )
-    def raw_snapshot(
-        context: dg.AssetExecutionContext,
-        api: MoovitamixApiResource,
-        warehouse: WarehouseResource,
-        snapshot_policy: SnapshotPolicy,
-    ) -> dg.MaterializeResult:
-        check_partition_date(context.partition_key, snapshot_policy, dt.datetime.now(dt.timezone.utc).date())
-        started = time.monotonic()
-        fetch = api.fetch_all_pages(entity)
-        total_reported = 0
-
-        def pages() -> Iterator[Page]:
-            nonlocal total_reported
-            for page in fetch:
-                total_reported = page.total
-                yield page
-
+        pulls = pull_endpoints(api, entities, directory, raw_staging.max_pull_attempts, context.log)
+        pulled = time.monotonic()
         with warehouse.get_connection() as connection:
-            written = replace_snapshot(connection, entity, context.partition_key, context.run.run_id, pages())
-        rows = written.rows
-        if written.replaced_characters:
-            context.log.warning(
-                f"/{entity}: {written.replaced_characters} lone UTF-16 surrogate(s) replaced with U+FFFD"
-            )
-        seconds = time.monotonic() - started
-        if rows != total_reported:
-            context.log.warning(
-                f"/{entity}: the API reported {total_reported} records and served {rows}; "
-                "records can move between pages while a pull runs."
-            )
-        return recorded_result(
-            context,
-            warehouse,
-            {
-                "dagster/row_count": rows,
-                "dagster/table_name": raw_table(entity),
-                "snapshot_date": context.partition_key,
-                "total_reported_by_api": total_reported,
-                "replaced_characters": written.replaced_characters,
-                **fetch.stats.as_metadata(),
-                # The pull and the write together, rather than the client's own figures.
-                "records": rows,
-                "seconds": round(seconds, 3),
-                "records_per_second": round(rows / seconds, 1) if seconds else 0.0,
-            },
-        )
+            rows = load_snapshot(connection, snapshot_date, run_id, pulls)
+            lock_seconds = time.monotonic() - pulled
+            results = []
+            for entity, pull in pulls.items():
+                if rows[entity] != pull.total_reported:
+                    context.log.warning(
+                        f"/{entity}: {rows[entity]} records kept, the API reported {pull.total_reported}: "
+                        f"{pull.records_moved} records moved while it was pulled ({pull.attempts} passes)."
+                    )
+                if pull.replaced_characters:
+                    context.log.warning(
+                        f"/{entity}: {pull.replaced_characters} lone UTF-16 surrogate(s) replaced with U+FFFD"
+                    )
+                seconds = time.monotonic() - started
+                metadata = {
+                    "dagster/row_count": rows[entity],
+                    "dagster/table_name": raw_table(entity),
+                    "snapshot_date": context.partition_key,
+                    **pull.metadata(),
+                    # The pull and the load together, rather than the client's own figures.
+                    "records": rows[entity],
+                    "seconds": round(seconds, 3),
+                    "records_per_second": round(rows[entity] / seconds, 1) if seconds else 0.0,
+                    "write_lock_seconds": round(lock_seconds, 3),
+                }
+                record_asset_metrics(connection, run_id, f"{RAW}/{entity}", context.partition_key, metadata)
+                results.append(dg.MaterializeResult(asset_key=[RAW, entity], metadata=metadata))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    yield from results
 
-    return raw_snapshot
 
-
-raw_snapshot_assets = [build_raw_snapshot_asset(entity) for entity in ENTITIES]
+raw_snapshot_assets = [raw_snapshots]

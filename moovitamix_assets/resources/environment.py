@@ -6,7 +6,7 @@ from typing import Optional
 import dagster as dg
 
 from moovitamix_assets.core.checks import QualityPolicy
-from moovitamix_assets.ingestion.assets import SnapshotPolicy
+from moovitamix_assets.ingestion.assets import RawStaging, SnapshotPolicy, raw_staging_from_env
 from moovitamix_assets.ml.registry import ModelStore, model_store_from_env
 from moovitamix_assets.ml.sensors import DriftPolicy
 from moovitamix_assets.monitoring.alerts import AlertSettings, alert_settings_from_env
@@ -28,6 +28,7 @@ def pipeline_resources(
     lake: Optional[LakeResource] = None,
     alert_settings: Optional[AlertSettings] = None,
     quality_policy: Optional[QualityPolicy] = None,
+    raw_staging: Optional[RawStaging] = None,
     allow_any_snapshot_date: bool = False,
 ) -> dict[str, dg.ConfigurableResource]:
     """Every resource key the assets, checks and sensors ask for; the policies at their defaults
@@ -37,6 +38,7 @@ def pipeline_resources(
         "warehouse": warehouse,
         "quality_policy": quality_policy or QualityPolicy(),
         "snapshot_policy": SnapshotPolicy(allow_any_date=allow_any_snapshot_date),
+        "raw_staging": raw_staging or RawStaging(),
         "model_store": model_store,
         "drift_policy": DriftPolicy(),
         "alert_settings": alert_settings or AlertSettings(),
@@ -54,6 +56,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         warehouse=warehouse_from_env(),
         model_store=model_store_from_env(),
         lake=lake_from_env(),
+        raw_staging=raw_staging_from_env(),
         alert_settings=alert_settings_from_env(),
         allow_any_snapshot_date=os.getenv(ALLOW_ANY_SNAPSHOT_DATE_ENV) == "1",
     )

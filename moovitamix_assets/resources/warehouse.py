@@ -140,11 +140,14 @@ def run_sql_file(
     connection: duckdb.DuckDBPyConnection,
     path: Path,
     variables: Optional[Mapping[str, Any]] = None,
+    **identifiers: str,
 ) -> None:
     """Runs every statement of a .sql file, its inputs bound as DuckDB variables.
 
     A file reads an input with `getvariable('name')`; values are bound, never pasted
-    into the SQL text.
+    into the SQL text. Only `identifiers` (table names from this code, never input) are
+    put into the text, where the file writes `{name}`.
     """
     set_variables(connection, variables or {})
-    connection.execute(path.read_text())
+    text = path.read_text()
+    connection.execute(text.format(**identifiers) if identifiers else text)

@@ -1,0 +1,301 @@
+"""A consistent, staged pull of one endpoint: full passes over its pages, each verified, written to Parquet.
+
+The API pages by offset and the data can change while we page through it: a record
+inserted or deleted before the page being read shifts every later record across a page
+boundary, so one pass can serve a record twice or skip it, and a restarted upstream
+serves other ids from one page on. No single page says so. A pass therefore verifies
+itself once it ends:
+
+- every page reported the same `total` and `pages`;
+- every page but the last is full, and the last holds the rest;
+- the records add up to `total`, and no id was served twice;
+- page 1, read again at the end, serves the same ids and `total` (the upstream did not
+  restart or reorder under us).
+
+A clean pass is the snapshot. Otherwise the endpoint is pulled again, at most
+`max_attempts` passes in all:
+
+- a clean later pass is the snapshot on its own (what the earlier passes saw is discarded);
+- two passes whose only finding is the same set of ids served twice: those duplicates are
+  the upstream's data, not our paging (core rejects them as duplicate_id);
+- two consecutive passes that both moved but share almost all their ids (an upstream that
+  changes continuously): their union by id, the later pass's version of a record winning.
+  A record alive for the whole pull is skipped by a pass only when a deletion lands near
+  its page boundary during that pass; it is missing from the union only if that happens
+  in both passes;
+- otherwise the pull fails, naming the endpoint and what moved.
+
+Pages are written as they arrive (one Parquet row per page: its items as one JSON array
+and their ids), so memory holds a batch of pages and the ids, not the endpoint.
+"""
+
+import collections
+import dataclasses
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from moovitamix_assets.contract import KEY_FIELD
+from moovitamix_assets.resources.api import FetchStats, MoovitamixApiClient, MoovitamixApiError, Page
+
+Logger = Union[logging.Logger, logging.LoggerAdapter, dg.DagsterLogManager]
+
+# Pages buffered before a Parquet row group is written: bounds memory at any scale.
+BATCH_RECORDS = 20_000
+
+# Two moving passes are merged only when they share at least this share of their ids; an
+# upstream that restarted with new ids, or emptied, shares far fewer and fails the pull.
+MIN_SHARED_IDS = 0.9
+
+STAGED_SCHEMA = pa.schema(
+    [
+        ("pass", pa.int32()),
+        ("page", pa.int32()),
+        ("items_json", pa.string()),  # the page's items, one JSON array, in served order
+        ("keys", pa.list_(pa.int64())),  # each item's id (None when not a usable integer)
+    ]
+)
+
+# Lone UTF-16 surrogates: valid in JSON ("\ud83c", half an emoji) but not in UTF-8, so
+# neither Parquet nor DuckDB would take the text. Python's json pairs the halves that
+# match; what is left alone is replaced with U+FFFD and counted.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+INT64_MAX = 2**63 - 1
+
+
+def record_key(item: Any, key_field: str) -> Optional[int]:
+    """The record's id when it is a JSON integer that fits a BIGINT, else None (core rejects it)."""
+    value = item.get(key_field) if isinstance(item, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX <= value <= INT64_MAX:
+        return value
+    return None
+
+
+@dataclasses.dataclass
+class PassSummary:
+    """One full pass over an endpoint's pages, written to `file`."""
+
+    number: int
+    file: Path
+    records: int = 0
+    total: Optional[int] = None  # from page 1
+    problems: list[str] = dataclasses.field(default_factory=list)
+    keys: set = dataclasses.field(default_factory=set)
+    duplicate_keys: frozenset = frozenset()
+    replaced_characters: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    @property
+    def only_duplicates(self) -> bool:
+        return bool(self.duplicate_keys) and all(p.startswith("ids served twice") for p in self.problems)
+
+
+@dataclasses.dataclass
+class StagedPull:
+    """A verified pull, staged: load `files`; when merged, the rows of `winning_pass` win (see load_raw_snapshot.sql)."""
+
+    endpoint: str
+    files: list[Path]
+    winning_pass: int
+    merged: bool  # the union of two passes rather than one pass
+    attempts: int
+    total_reported: int
+    records_moved: int  # ids in one pass and not another, over all passes
+    replaced_characters: int
+    stats: FetchStats
+    findings: list[str]  # what each discarded pass found, for the log
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **self.stats.as_metadata(),
+            "pull_attempts": self.attempts,
+            "records_moved": self.records_moved,
+            "merged_passes": int(self.merged),
+            "total_reported_by_api": self.total_reported,
+            "replaced_characters": self.replaced_characters,
+        }
+
+
+def verify_pass(
+    pages: list[Page], page_size: int, bookend: Optional[Page], key_counts: collections.Counter
+) -> list[str]:
+    """What shows that the upstream moved, or served something odd, during one pass (empty when clean)."""
+    problems = []
+    if not pages:
+        return ["no page was served"]
+    first = pages[0]
+    totals = sorted({(page.total, page.pages) for page in pages})
+    if len(totals) > 1:
+        problems.append("total/pages moved during the pull: " + ", ".join(f"{t}/{p}" for t, p in totals))
+    expected_pages = -(-first.total // page_size) if first.total > 0 else 0
+    if first.pages != expected_pages:
+        problems.append(f"pages={first.pages} does not match total={first.total} at size {page_size}")
+    for page in pages:
+        is_last = page.number == len(pages)
+        expected = page_size if not is_last else first.total - (len(pages) - 1) * page_size
+        if page.items and len(page.items) != expected:
+            kind = "the last page" if is_last else "a page that is not the last"
+            problems.append(f"page {page.number} ({kind}) has {len(page.items)} items, expected {expected}")
+    served = sum(len(page.items) for page in pages)
+    if served != first.total:
+        problems.append(f"{served} records served, total says {first.total}")
+    twice = sorted(key for key, count in key_counts.items() if count > 1)
+    if twice:
+        problems.append(f"ids served twice: {len(twice)} (e.g. {twice[:5]})")
+    if bookend is not None:
+        if bookend.total != first.total:
+            problems.append(f"total moved from {first.total} to {bookend.total} by the end of the pull")
+        elif [json.dumps(i, sort_keys=True) for i in bookend.items] != [json.dumps(i, sort_keys=True) for i in first.items]:
+            problems.append("page 1 changed during the pull (records inserted, deleted, edited or re-keyed)")
+    return problems
+
+
+class PassWriter:
+    """Writes one pass's pages to a Parquet file in bounded batches."""
+
+    def __init__(self, summary: PassSummary, key_field: str):
+        self.summary = summary
+        self.key_field = key_field
+        self.writer = pq.ParquetWriter(summary.file, STAGED_SCHEMA, compression="zstd")
+        self.buffer: dict[str, list] = {name: [] for name in STAGED_SCHEMA.names}
+        self.buffered = 0
+
+    def add(self, page: Page, key_counts: collections.Counter) -> None:
+        keys = [record_key(item, self.key_field) for item in page.items]
+        key_counts.update(key for key in keys if key is not None)
+        self.summary.keys.update(key for key in keys if key is not None)
+        self.summary.records += len(page.items)
+        if not page.items:
+            return
+        text, replaced = LONE_SURROGATE.subn("\ufffd", json.dumps(page.items, ensure_ascii=False))
+        self.summary.replaced_characters += replaced
+        for name, value in (("pass", self.summary.number), ("page", page.number), ("items_json", text), ("keys", keys)):
+            self.buffer[name].append(value)
+        self.buffered += len(page.items)
+        if self.buffered >= BATCH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffered or not self.buffer["page"]:
+            self.writer.write_table(pa.table(self.buffer, schema=STAGED_SCHEMA))
+        self.buffer = {name: [] for name in STAGED_SCHEMA.names}
+        self.buffered = 0
+
+    def close(self) -> None:
+        if self.buffer["page"]:
+            self.flush()
+        self.writer.close()
+
+
+def pull_pass(client: MoovitamixApiClient, endpoint: str, summary: PassSummary, stats: FetchStats) -> None:
+    """One full pass: every page, written as it arrives, then verified (summary.problems)."""
+    key_counts: collections.Counter = collections.Counter()
+    fetch = client.fetch_all_pages(endpoint)
+    pages_seen: list[Page] = []
+    writer = PassWriter(summary, KEY_FIELD[endpoint])
+    try:
+        for page in fetch:
+            writer.add(page, key_counts)
+            # Keep what verification needs of each page; page 1 whole, for the bookend.
+            pages_seen.append(page if page.number == 1 else dataclasses.replace(page, items=[None] * len(page.items)))
+        bookend = client.fetch_page(endpoint, 1, on_response=fetch._record_request) if pages_seen else None
+    finally:
+        writer.close()
+        stats.pages += fetch.stats.pages
+        stats.requests += fetch.stats.requests
+        stats.retries += fetch.stats.retries
+        stats.records += fetch.stats.records
+        stats.bytes += fetch.stats.bytes
+    summary.total = pages_seen[0].total if pages_seen else None
+    summary.duplicate_keys = frozenset(key for key, count in key_counts.items() if count > 1)
+    summary.problems = verify_pass(pages_seen, client.page_size, bookend, key_counts)
+
+
+def pull_endpoint(
+    client: MoovitamixApiClient,
+    endpoint: str,
+    directory: Path,
+    max_attempts: int = 4,
+    log: Optional[Logger] = None,
+) -> StagedPull:
+    """Pulls `endpoint` until a consistent view is reached (see the module docstring), staged under `directory`."""
+    log = log or logging.getLogger(__name__)
+    directory.mkdir(parents=True, exist_ok=True)
+    stats = FetchStats(endpoint=endpoint)
+    started = time.monotonic()
+    passes: list[PassSummary] = []
+    findings: list[str] = []
+    for number in range(1, max_attempts + 1):
+        summary = PassSummary(number=number, file=directory / f"pass-{number}.parquet")
+        pull_pass(client, endpoint, summary, stats)
+        stats.seconds = time.monotonic() - started
+        passes.append(summary)
+        decision = _decide(passes)
+        if decision is not None:
+            winning, merged = decision
+            moved = _records_moved(passes)
+            files = [passes[-2].file, passes[-1].file] if merged else [winning.file]
+            for stale in passes:
+                if stale.file not in files:
+                    stale.file.unlink(missing_ok=True)
+            if number > 1:
+                log.warning(
+                    f"/{endpoint}: the upstream moved during the pull; consistent after {number} passes "
+                    f"({'union of the last two' if merged else f'pass {winning.number}'}), "
+                    f"{moved} records moved. Earlier passes found: {'; '.join(findings)}"
+                )
+            return StagedPull(
+                endpoint=endpoint, files=files, winning_pass=winning.number, merged=merged, attempts=number,
+                total_reported=winning.total or 0, records_moved=moved,
+                replaced_characters=winning.replaced_characters, stats=stats, findings=findings,
+            )  # fmt: skip
+        findings.append(f"pass {number}: " + "; ".join(summary.problems))
+        log.warning(f"/{endpoint}: pass {number} is not consistent ({'; '.join(summary.problems)}); pulling again")
+    raise MoovitamixApiError(
+        f"GET /{endpoint}: no consistent view after {max_attempts} passes; the upstream kept moving: "
+        + " | ".join(findings)
+        + f"; {_records_moved(passes)} records moved between passes"
+    )
+
+
+def _decide(passes: list[PassSummary]) -> Optional[tuple[PassSummary, bool]]:
+    """(the pass whose rows win, whether the last two passes are merged), or None to pull again."""
+    last = passes[-1]
+    if last.clean:
+        return last, False
+    if len(passes) < 2:
+        return None
+    previous = passes[-2]
+    if last.only_duplicates and previous.only_duplicates and last.duplicate_keys == previous.duplicate_keys:
+        return last, False  # the upstream serves these ids twice, pass after pass: data, not paging
+    if _moving_but_alike(previous, last):
+        return last, True
+    return None
+
+
+def _moving_but_alike(previous: PassSummary, last: PassSummary) -> bool:
+    """Both passes moved, yet they agree on almost every id: an upstream that changes as we read."""
+    if not previous.keys or not last.keys or previous.total is None or last.total is None:
+        return False
+    shared = len(previous.keys & last.keys)
+    return shared >= MIN_SHARED_IDS * max(len(previous.keys), len(last.keys))
+
+
+def _records_moved(passes: list[PassSummary]) -> int:
+    """Ids seen in some passes and not in others."""
+    if len(passes) < 2:
+        return 0
+    union = set().union(*(summary.keys for summary in passes))
+    common = set.intersection(*(summary.keys for summary in passes))
+    return len(union - common)
