@@ -3,6 +3,8 @@
 # Asset groups, in the order data flows through them.
 RAW = "raw"
 CORE = "core"
+# Asset key prefix of the core tables staged for audit (write-audit-publish), and their schema.
+CORE_STAGING = "core_staging"
 ML = "ml"
 MONITORING = "monitoring"
 

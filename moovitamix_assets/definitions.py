@@ -3,7 +3,6 @@
 import dagster as dg
 
 from moovitamix_assets.core.assets import core_assets
-from moovitamix_assets.core.checks import core_checks
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.schedules import daily_ingestion_job, daily_ingestion_schedule
 from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
@@ -14,6 +13,7 @@ from moovitamix_assets.ml.sensors import recommender_drift_sensor
 from moovitamix_assets.monitoring.alerts import check_failure_alert_sensor, run_failure_alert_sensor
 from moovitamix_assets.monitoring.freshness import with_daily_freshness
 from moovitamix_assets.monitoring.health import pipeline_health
+from moovitamix_assets.operations.sensors import dead_run_recovery_sensor
 from moovitamix_assets.monitoring.lake import (
     raw_retention,
     raw_retention_job,
@@ -40,7 +40,7 @@ defs = dg.Definitions(
         raw_retention,
         pipeline_health,
     ],
-    asset_checks=[*core_checks, *ml_checks],
+    asset_checks=ml_checks,
     jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job, rollback_champion],
     schedules=[daily_ingestion_schedule, weekly_retrain_schedule, raw_retention_schedule],
     sensors=[
@@ -48,6 +48,7 @@ defs = dg.Definitions(
         recommender_drift_sensor,
         run_failure_alert_sensor,
         check_failure_alert_sensor,
+        dead_run_recovery_sensor,
     ],
     resources=resources_from_env(),
     # Steps run one after another in the run's process: DuckDB allows one writer per file,

@@ -2,12 +2,17 @@
 
 import contextlib
 import datetime as dt
+import os
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from moovitamix_api.server import serve_in_thread
 from moovitamix_api.settings import EmulatorSettings
+
+# Before anything imports the code location: a failed pull's step retries wait a tenth of
+# a second, not the 10 s and 20 s of production (their count stays the production one).
+os.environ.setdefault("MOOVITAMIX_RAW_RETRY_DELAY_SECONDS", "0.1")
 
 # A small realistic world on a fixed day: 1000 users and tracks on 2026-10-01, one month
 # of growth by 2026-11-01 (1155 users, 1062 tracks, about 32 listens per history).

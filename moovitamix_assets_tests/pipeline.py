@@ -7,7 +7,7 @@ import dagster as dg
 import duckdb
 
 from moovitamix_assets.core.assets import core_assets
-from moovitamix_assets.core.checks import QualityPolicy, core_checks
+from moovitamix_assets.core.checks import QualityPolicy
 from moovitamix_assets.ingestion.assets import RawStaging, raw_snapshot_assets
 from moovitamix_assets.ml.registry import ModelStore
 from moovitamix_assets.monitoring.lake import LakeResource
@@ -15,7 +15,7 @@ from moovitamix_assets.resources.api import MoovitamixApiResource
 from moovitamix_assets.resources.environment import pipeline_resources
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
-INGESTION = [*raw_snapshot_assets, *core_assets, *core_checks]
+INGESTION = [*raw_snapshot_assets, *core_assets]
 
 
 def resources(
@@ -49,6 +49,16 @@ def materialize_day(
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Asset path ("raw/users") -> the plain values of its last materialization's metadata in the run."""
+    return {
+        event.asset_key.to_user_string(): {
+            name: value.value for name, value in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
 
 
 def query(database: Path, sql: str, params=()) -> list[tuple]:

@@ -29,7 +29,6 @@ import duckdb
 from moovitamix_api.server import serve_in_thread
 from moovitamix_api.settings import EmulatorSettings
 from moovitamix_assets.core.assets import core_assets
-from moovitamix_assets.core.checks import core_checks
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ml.assets import (
     recommender_model,
@@ -38,6 +37,7 @@ from moovitamix_assets.ml.assets import (
 )
 from moovitamix_assets.ml.checks import ml_checks
 from moovitamix_assets.ml.registry import ModelStore
+from moovitamix_assets.monitoring.alert_delivery import create_alert_deliveries
 from moovitamix_assets.monitoring.health import (
     REPORTS_PATH_ENV,
     HealthConfig,
@@ -196,7 +196,7 @@ def build_database(directory: Path) -> Path:
         )
         steps = [
             # raw.* and quality.rejected_records, core.*, monitoring.asset_metrics and check_results
-            dict(assets=[*raw_snapshot_assets, *core_assets, *core_checks], partition_key=SNAPSHOT_DATE),
+            dict(assets=[*raw_snapshot_assets, *core_assets], partition_key=SNAPSHOT_DATE),
             # ml.training_set, model_registry, champion_history, model_catalogue, user_recommendations
             dict(assets=[training_set, recommender_model, user_recommendations, *ml_checks]),
             # a second model (not promoted: no better), so that a rollback has somewhere to go
@@ -211,6 +211,9 @@ def build_database(directory: Path) -> Path:
         ]
         for step in steps:
             dg.materialize(resources=resources, instance=instance, **step)
+    # monitoring.alert_deliveries: written by the alert sensors, not by an asset.
+    with duckdb.connect(str(database)) as connection:
+        create_alert_deliveries(connection)
     return database
 
 

@@ -1,140 +1,99 @@
-"""Core tables: the latest snapshot of each endpoint, typed, deduplicated and validated."""
+"""Core tables, write-audit-publish: one complete day staged and audited, then published whole.
+
+`core_staging` types the newest complete raw day into core_staging.users / tracks /
+listen_history and audits them (checks.py) in the same step; a failed gate fails the
+step, so `core` does not run. `core` copies the three staged tables into core.* in one
+transaction, after running the gates once more itself.
+"""
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
-import duckdb
 
-from moovitamix_assets.constants import CORE, RAW
-from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
-from moovitamix_assets.monitoring.metrics import recorded_result
-from moovitamix_assets.resources.warehouse import (
-    DUCKDB_POOL,
-    WarehouseResource,
-    core_table,
-    raw_table,
-    run_sql_file,
-    table_exists,
+from moovitamix_assets.constants import CORE, CORE_STAGING, RAW
+from moovitamix_assets.contract import ENTITIES, LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.core.build import (
+    choose_snapshot,
+    publish_core_tables,
+    stage_core_tables,
+    staged_snapshot_date,
+    staging_table,
 )
-
-SQL = Path(__file__).parent / "sql"
-
-# The kinds of reason a record is rejected for (macros.sql and dedupe.sql give them).
-REASON_KINDS = (
-    "missing_field", "null_field", "invalid_type", "invalid_id",
-    "unparseable_timestamp", "invalid_duration", "duplicate_id",
-)  # fmt: skip
+from moovitamix_assets.core.checks import QualityPolicy, audit_entity, blocking_audit, check_specs
+from moovitamix_assets.monitoring.metrics import record_asset_metrics, record_check_results
+from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
 
 # eager() also waits until no upstream partition is missing; a history of daily snapshots
-# always misses some days, so that clause is dropped: any new raw snapshot rebuilds core.
-CORE_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+# always misses some days, so that clause is dropped: any new raw snapshot restages core.
+STAGING_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+# Publish after a staging whose gates all passed (a failed gate is ERROR; reports are WARN
+# and do not hold it back).
+PUBLISH_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+DESCRIPTIONS = {
+    USERS: "Users of the latest complete snapshot, typed: one row per user_id.",
+    TRACKS: "Tracks of the latest complete snapshot, typed, duration also in seconds: one row per track_id.",
+    LISTEN_HISTORY: "Listens of the latest complete snapshot, one row per listen: (user_id, position), position 1 the oldest.",
+}  # fmt: skip
 
 
-@dataclass
-class CoreBuild:
-    """What one rebuild of a core table did with the snapshot it read.
-
-    served = accepted + rejected, always: a record is kept or rejected with its reasons.
-    rows is the core table's row count (for listen_history, one row per listen).
-    """
-
-    snapshot_date: str
-    served: int
-    accepted: int
-    rejected: int
-    rows: int
-    rejected_by_reason: dict[str, int]
-
-
-def latest_snapshot_date(connection: duckdb.DuckDBPyConnection, entity: str) -> str:
-    latest = None
-    if table_exists(connection, raw_table(entity)):
-        (latest,) = connection.execute(f"SELECT max(snapshot_date) FROM {raw_table(entity)}").fetchall()[0]
-    if latest is None:
-        raise dg.Failure(f"{raw_table(entity)} holds no snapshot yet: materialize a raw partition first.")
-    return latest.isoformat()
-
-
-def build_core_table(
-    connection: duckdb.DuckDBPyConnection, entity: str, run_id: str
-) -> CoreBuild:
-    """Rebuilds core.<entity> from the latest raw snapshot, rejected records set aside, in one transaction."""
-    snapshot_date = latest_snapshot_date(connection, entity)
-    variables = {"snapshot_date": snapshot_date, "entity": entity, "run_id": run_id}
-    connection.execute("BEGIN TRANSACTION")
-    try:
-        run_sql_file(connection, SQL / "macros.sql")
-        run_sql_file(connection, SQL / f"type_{entity}.sql", variables)
-        run_sql_file(connection, SQL / "dedupe.sql", variables)
-        run_sql_file(connection, SQL / f"publish_{entity}.sql", variables)
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    (served, accepted) = connection.execute(
-        "SELECT count(*), count(*) FILTER (WHERE final_reason IS NULL) FROM staged"
-    ).fetchone()
-    (rows,) = connection.execute(f"SELECT count(*) FROM {core_table(entity)}").fetchone()
-    # A record may carry several reasons: each reason code counts the records that carry it.
-    rejected_by_reason = dict(
-        connection.execute(
-            """
-            SELECT reason, count(*)
-            FROM staged, unnest(string_split(final_reason, '; ')) AS r(reason)
-            GROUP BY reason
-            ORDER BY reason
-            """
-        ).fetchall()
+def column_schema(connection, table: str) -> dg.TableSchema:
+    schema, name = table.split(".")
+    columns = connection.execute(
+        "SELECT column_name, data_type, comment FROM duckdb_columns() "
+        "WHERE schema_name = ? AND table_name = ? ORDER BY column_index",
+        [schema, name],
+    ).fetchall()
+    return dg.TableSchema(
+        columns=[dg.TableColumn(column, str(data_type), description=comment) for column, data_type, comment in columns]
     )
-    return CoreBuild(snapshot_date, served, accepted, served - accepted, rows, rejected_by_reason)
 
 
-def rejects_by_kind(build: CoreBuild) -> dict[str, int]:
-    """Rejected records per kind of reason (null_field, duplicate_id, ...), fields summed."""
-    counts = dict.fromkeys(REASON_KINDS, 0)
-    for reason, count in build.rejected_by_reason.items():
-        kind = reason.split(":", 1)[0]
-        counts[kind] = counts.get(kind, 0) + count
-    return counts
-
-
-def build_core_asset(entity: str, description: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[CORE, entity],
-        group_name=CORE,
-        deps=[dg.AssetKey([RAW, entity])],
-        pool=DUCKDB_POOL,
-        kinds={"duckdb"},
-        automation_condition=CORE_AUTOMATION,
-        description=description,
-    )
-    def core_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        started = time.monotonic()
-        with warehouse.get_connection() as connection:
-            build = build_core_table(connection, entity, context.run.run_id)
-            columns = connection.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'core' AND table_name = ? ORDER BY ordinal_position",
-                [entity],
-            ).fetchall()
-        seconds = time.monotonic() - started
-        if build.rejected:
-            context.log.warning(
-                f"{build.rejected} of {build.served} {entity} records of {build.snapshot_date} "
-                f"rejected: {build.rejected_by_reason}; see quality.rejected_records."
+@dg.multi_asset(
+    name="core_staging",
+    specs=[
+        dg.AssetSpec(
+            [CORE_STAGING, entity],
+            group_name=CORE,
+            deps=[dg.AssetKey([RAW, e]) for e in ENTITIES],
+            kinds={"duckdb"},
+            automation_condition=STAGING_AUTOMATION,
+            description=f"{entity} of the newest complete raw day, typed into {staging_table(entity)} and audited before publish.",
+        )
+        for entity in ENTITIES
+    ],
+    check_specs=[spec for entity in ENTITIES for spec in check_specs(entity)],
+    pool=DUCKDB_POOL,
+)
+def core_staging(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_policy: QualityPolicy
+) -> Iterator[dg.MaterializeResult]:
+    """Stages the newest complete day of all three endpoints, rejected records set aside, and audits it."""
+    started = time.monotonic()
+    run_id = context.run.run_id
+    with warehouse.get_connection() as connection:
+        choice = choose_snapshot(connection)
+        if not choice.complete:
+            context.log.error(
+                f"{choice.newest_pulled} lacks {', '.join(choice.missing)}: staging {choice.staged}, the newest "
+                "complete day, and refusing to publish (snapshot_complete)."
             )
-        return recorded_result(
-            context,
-            warehouse,
-            {
+        builds = stage_core_tables(connection, choice.staged, run_id)
+        seconds = time.monotonic() - started
+        results = []
+        for entity, build in builds.items():
+            if build.rejected:
+                context.log.warning(
+                    f"{build.rejected} of {build.served} {entity} records of {build.snapshot_date} "
+                    f"rejected: {build.rejected_by_reason}; see quality.rejected_records."
+                )
+            checks = record_check_results(connection, run_id, audit_entity(connection, entity, choice, quality_policy))
+            metadata = {
                 "dagster/row_count": build.rows,
-                "dagster/table_name": core_table(entity),
-                "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(name, str(data_type)) for name, data_type in columns]
-                ),
+                "dagster/table_name": staging_table(entity),
                 "snapshot_date": build.snapshot_date,
+                "newest_pulled_date": choice.newest_pulled.isoformat(),
                 "rows": build.rows,
                 "records_served": build.served,
                 "records_accepted": build.accepted,
@@ -144,22 +103,56 @@ def build_core_asset(entity: str, description: str) -> dg.AssetsDefinition:
                 "seconds": round(seconds, 3),
                 "rows_per_second": round(build.rows / seconds, 1) if seconds else 0.0,
                 # One number per kind of reason, zero included, so the UI plots each over time.
-                **{f"rejected_{kind}": count for kind, count in rejects_by_kind(build).items()},
-            },
+                **{f"rejected_{kind}": count for kind, count in build.rejects_by_kind().items()},
+            }
+            record_asset_metrics(connection, run_id, f"{CORE_STAGING}/{entity}", None, metadata)
+            results.append(dg.MaterializeResult(asset_key=[CORE_STAGING, entity], metadata=metadata, check_results=checks))
+    yield from results
+
+
+@dg.multi_asset(
+    name="core",
+    specs=[
+        dg.AssetSpec(
+            [CORE, entity],
+            group_name=CORE,
+            deps=[dg.AssetKey([CORE_STAGING, e]) for e in ENTITIES],
+            kinds={"duckdb"},
+            automation_condition=PUBLISH_AUTOMATION,
+            description=DESCRIPTIONS[entity],
         )
+        for entity in ENTITIES
+    ],
+    pool=DUCKDB_POOL,
+)
+def core(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_policy: QualityPolicy
+) -> Iterator[dg.MaterializeResult]:
+    """Publishes the audited staged day into core.users, core.tracks and core.listen_history, in one transaction."""
+    started = time.monotonic()
+    with warehouse.get_connection() as connection:
+        choice = choose_snapshot(connection)
+        staged = staged_snapshot_date(connection)
+        if staged is not None and staged != choice.staged:
+            raise dg.Failure(
+                f"core_staging holds {staged} but the newest complete day is {choice.staged}: "
+                "materialize core_staging again before publishing."
+            )
+        rows = publish_core_tables(connection, lambda c: blocking_audit(c, choice, quality_policy))
+        seconds = time.monotonic() - started
+        results = []
+        for entity in ENTITIES:
+            metadata = {
+                "dagster/row_count": rows[entity],
+                "dagster/table_name": core_table(entity),
+                "dagster/column_schema": column_schema(connection, core_table(entity)),
+                "snapshot_date": choice.staged.isoformat(),
+                "rows": rows[entity],
+                "publish_seconds": round(seconds, 3),
+            }
+            record_asset_metrics(connection, context.run.run_id, f"{CORE}/{entity}", None, metadata)
+            results.append(dg.MaterializeResult(asset_key=[CORE, entity], metadata=metadata))
+    yield from results
 
-    return core_asset
 
-
-core_assets = [
-    build_core_asset(
-        USERS, "Users of the latest snapshot, typed: one row per user_id."
-    ),
-    build_core_asset(
-        TRACKS, "Tracks of the latest snapshot, typed, duration also in seconds: one row per track_id."
-    ),
-    build_core_asset(
-        LISTEN_HISTORY,
-        "Listens of the latest snapshot, one row per listen: (user_id, position) with position 1 the oldest.",
-    ),
-]
+core_assets = [core_staging, core]

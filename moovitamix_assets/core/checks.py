@@ -1,44 +1,47 @@
-"""Asset checks on the core tables: duplicates, nulls, types, orphans, drift of counts and fields.
+"""The audits of a staged core day: duplicates, nulls, types, orphans, volume, completeness, drift.
 
-Each result carries counts and a sample of the offending ids. The checks that would
-poison the recommender (duplicate ids, orphan keys) fail with ERROR severity above the
-rates the quality policy allows, and are blocking; below those rates, and for every
-other finding, they fail with WARN severity so that the run goes on and the finding is seen.
+They run on core_staging.* (write-audit-publish: see build.py), each result with counts
+and a sample of the offending ids. Severity means what it says:
+
+- a *report* check (non-blocking) fails with WARN on any finding, so it is seen; it never
+  stops anything downstream;
+- a *gate* check (blocking) passes while a finding stays under the quality policy's
+  threshold and fails with ERROR above it. A failed gate stops the day: core is not
+  published and keeps the previous complete day, so the ML downstream does not move.
+
+Duplicates and orphans have both a report (any finding) and a gate (above the allowed
+rate); completeness and volume are gates only.
 """
 
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+import dataclasses
+import datetime as dt
+from typing import Optional, Sequence
 
 import dagster as dg
 import duckdb
 
-from moovitamix_assets.constants import CORE
-from moovitamix_assets.contract import CONTRACT_FIELDS, KEY_COLUMN, KEY_FIELD, LISTEN_HISTORY, TRACKS, USERS
-from moovitamix_assets.core.assets import latest_snapshot_date
-from moovitamix_assets.monitoring.metrics import record_check_results
-from moovitamix_assets.resources.warehouse import (
-    DUCKDB_POOL,
-    REJECTED_RECORDS,
-    WarehouseResource,
-    core_table,
-    raw_table,
-)
+from moovitamix_assets.constants import CORE_STAGING
+from moovitamix_assets.contract import CONTRACT_FIELDS, ENTITIES, KEY_COLUMN, KEY_FIELD, LISTEN_HISTORY, TRACKS, USERS
+from moovitamix_assets.core.build import SnapshotChoice, staging_table
+from moovitamix_assets.ingestion.snapshots import SNAPSHOT_MANIFEST, latest_complete_snapshot
+from moovitamix_assets.resources.warehouse import REJECTED_RECORDS, raw_table
 
 SAMPLE_SIZE = 10
 
-# The field that identifies a record of each endpoint, and its column in core.
-RECORD_KEY = {entity: (KEY_FIELD[entity], KEY_COLUMN[entity]) for entity in (USERS, TRACKS, LISTEN_HISTORY)}
+# The orphan audits: the listen column, and the entity it must exist in.
+ORPHAN_KEYS = (("user_id", USERS), ("track_id", TRACKS))
 
 
 class QualityPolicy(dg.ConfigurableResource):
-    """How much of a bad thing the pipeline tolerates before it stops the ML downstream."""
+    """How much of a bad thing the pipeline tolerates before it refuses to publish the day."""
 
     max_duplicate_rate: float = 0.01
     max_orphan_rate: float = 0.01
-    max_row_count_change: float = 0.5
+    max_row_count_change: float = 0.5  # row_count_stable reports a change beyond this (WARN)
+    max_volume_drop: float = 0.1  # volume_above_floor refuses a day with this much fewer records
 
 
-@dataclass
+@dataclasses.dataclass
 class Finding:
     count: int
     of: int
@@ -63,18 +66,44 @@ def first_values(connection: duckdb.DuckDBPyConnection, sql: str, params=()) -> 
     return [row[0] for row in connection.execute(f"{sql} LIMIT {SAMPLE_SIZE}", params).fetchall()]
 
 
-def served_count(connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: str) -> int:
+def served_count(connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: dt.date) -> int:
     (served,) = connection.execute(
         f"SELECT count(*) FROM {raw_table(entity)} WHERE snapshot_date = ?", [snapshot_date]
-    ).fetchone()
+    ).fetchall()[0]
     return served
 
 
+def staged_key(entity: str) -> dg.AssetKey:
+    return dg.AssetKey([CORE_STAGING, entity])
+
+
+def report(check_name: str, entity: str, finding: Finding, **extra_metadata) -> dg.AssetCheckResult:
+    """A report check: passes when nothing was found, else fails with WARN."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=staged_key(entity),
+        passed=finding.count == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=finding.metadata(**extra_metadata),
+    )
+
+
+def gate(check_name: str, entity: str, passed: bool, message: str, metadata: dict) -> dg.AssetCheckResult:
+    """A gate check: fails with ERROR, its message saying why the day is refused."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=staged_key(entity),
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=message,
+        metadata={**metadata, "message": message},
+    )
+
+
 def rejected(
-    connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: str, reason_prefixes: Sequence[str]
+    connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: dt.date, reason_prefixes: Sequence[str]
 ) -> tuple[Finding, dict[str, int]]:
     """Records of a snapshot rejected for any reason starting with one of the prefixes."""
-    key_field = RECORD_KEY[entity][0]
     matching = f"""
         SELECT served_position, record, reason_code
         FROM {REJECTED_RECORDS}, unnest(string_split(reason, '; ')) AS r(reason_code)
@@ -82,108 +111,95 @@ def rejected(
           AND list_has_any([split_part(reason_code, ':', 1)], $prefixes)
     """
     params = {"entity": entity, "snapshot_date": snapshot_date, "prefixes": list(reason_prefixes)}
-    (count,) = connection.execute(
-        f"SELECT count(DISTINCT served_position) FROM ({matching})", params
-    ).fetchone()
+    (count,) = connection.execute(f"SELECT count(DISTINCT served_position) FROM ({matching})", params).fetchall()[0]
     by_reason = dict(
         connection.execute(f"SELECT reason_code, count(*) FROM ({matching}) GROUP BY ALL ORDER BY 1", params).fetchall()
     )
     sample = first_values(
         connection,
-        f"SELECT DISTINCT json_extract_string(record, '{key_field}') AS key FROM ({matching}) ORDER BY key",
+        f"SELECT DISTINCT json_extract_string(record, '{KEY_FIELD[entity]}') AS key FROM ({matching}) ORDER BY key",
         params,
     )
     return Finding(count, served_count(connection, entity, snapshot_date), sample), by_reason
 
 
-def result(
-    check_name: str,
-    entity: str,
-    finding: Finding,
-    blocking_rate: Optional[float] = None,
-    **extra_metadata,
-) -> dg.AssetCheckResult:
-    """Passes when nothing was found; fails with ERROR above blocking_rate, else WARN."""
-    severity = dg.AssetCheckSeverity.WARN
-    if blocking_rate is not None and finding.rate > blocking_rate:
-        severity = dg.AssetCheckSeverity.ERROR
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        asset_key=dg.AssetKey([CORE, entity]),
-        passed=finding.count == 0,
-        severity=severity,
-        metadata=finding.metadata(**extra_metadata),
-    )
-
-
-def check_duplicate_ids(connection, entity, snapshot_date, policy: QualityPolicy) -> dg.AssetCheckResult:
+def duplicates(connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: dt.date) -> tuple[Finding, int]:
+    """Duplicate records rejected, plus any duplicate key left in staging (never expected)."""
     finding, _ = rejected(connection, entity, snapshot_date, ["duplicate_id"])
-    key_column = RECORD_KEY[entity][1]
-    (left_in_core,) = connection.execute(
-        f"SELECT count(*) FROM (SELECT {key_column} FROM {core_table(entity)} "
-        f"GROUP BY ALL HAVING count(*) > 1)"
-        if entity != LISTEN_HISTORY
-        else f"SELECT count(*) FROM (SELECT user_id, position FROM {core_table(entity)} "
-        f"GROUP BY ALL HAVING count(*) > 1)"
-    ).fetchone()
-    if left_in_core:
-        finding = Finding(finding.count + left_in_core, finding.of, finding.sample)
-        blocking_rate = -1.0  # a duplicate left in core is always an error
-    else:
-        blocking_rate = policy.max_duplicate_rate
-    return result(
-        "no_duplicate_ids", entity, finding, blocking_rate,
-        duplicates_left_in_core=left_in_core, max_rate=policy.max_duplicate_rate,
-        rule="latest updated_at kept, then the record served last",
-    )
+    key = "user_id, position" if entity == LISTEN_HISTORY else KEY_COLUMN[entity]
+    (left,) = connection.execute(
+        f"SELECT count(*) FROM (SELECT {key} FROM {staging_table(entity)} GROUP BY ALL HAVING count(*) > 1)"
+    ).fetchall()[0]
+    return Finding(finding.count + left, finding.of, finding.sample), left
+
+
+def check_duplicates(connection, entity, snapshot_date, policy: QualityPolicy) -> list[dg.AssetCheckResult]:
+    finding, left = duplicates(connection, entity, snapshot_date)
+    over = left > 0 or finding.rate > policy.max_duplicate_rate
+    rule = "latest updated_at kept, then the record served last"
+    return [
+        report("no_duplicate_ids", entity, finding, duplicates_left_in_staging=left, rule=rule),
+        gate(
+            "duplicate_rate_within_limit", entity, not over,
+            f"{finding.count} of {finding.of} {entity} records were duplicates ({finding.rate:.2%}; "
+            f"{left} left in staging), allowed up to {policy.max_duplicate_rate:.2%}",
+            finding.metadata(max_rate=policy.max_duplicate_rate, duplicates_left_in_staging=left),
+        ),
+    ]  # fmt: skip
 
 
 def check_required_fields(connection, entity, snapshot_date) -> dg.AssetCheckResult:
     finding, by_reason = rejected(connection, entity, snapshot_date, ["missing_field", "null_field"])
-    return result("required_fields_present", entity, finding, by_field=dg.MetadataValue.json(by_reason))
+    return report("required_fields_present", entity, finding, by_field=dg.MetadataValue.json(by_reason))
 
 
 def check_values_typed(connection, entity, snapshot_date) -> dg.AssetCheckResult:
     finding, by_reason = rejected(
         connection, entity, snapshot_date,
         ["invalid_type", "invalid_id", "unparseable_timestamp", "invalid_duration"],
-    )
-    return result("values_typed", entity, finding, by_reason=dg.MetadataValue.json(by_reason))
+    )  # fmt: skip
+    return report("values_typed", entity, finding, by_reason=dg.MetadataValue.json(by_reason))
 
 
 def check_updated_after_created(connection, entity) -> dg.AssetCheckResult:
-    key_column = RECORD_KEY[entity][1]
-    created, updated = ("created_at", "updated_at") if entity != LISTEN_HISTORY else (
-        "history_created_at", "history_updated_at")
-    table = core_table(entity)
+    key_column = KEY_COLUMN[entity]
+    created, updated = (
+        ("created_at", "updated_at") if entity != LISTEN_HISTORY else ("history_created_at", "history_updated_at")
+    )
+    table = staging_table(entity)
     (count, total) = connection.execute(
         f"SELECT count(DISTINCT {key_column}) FILTER (WHERE {updated} < {created}), "
         f"count(DISTINCT {key_column}) FROM {table}"
-    ).fetchone()
+    ).fetchall()[0]
     sample = first_values(
         connection, f"SELECT DISTINCT {key_column} FROM {table} WHERE {updated} < {created} ORDER BY 1"
     )
-    return result("updated_at_not_before_created_at", entity, Finding(count, total, sample))
+    return report("updated_at_not_before_created_at", entity, Finding(count, total, sample))
+
+
+def previous_complete(connection, entity: str, snapshot_date: dt.date) -> tuple[Optional[dt.date], Optional[int]]:
+    """The complete day before this one, and the records its pull of `entity` served."""
+    previous = latest_complete_snapshot(connection, before=snapshot_date)
+    if previous is None:
+        return None, None
+    (records,) = connection.execute(
+        f"SELECT records FROM {SNAPSHOT_MANIFEST} WHERE snapshot_date = ? AND entity = ?", [previous, entity]
+    ).fetchall()[0]
+    return previous, records
 
 
 def check_row_count_stable(connection, entity, snapshot_date, policy: QualityPolicy) -> dg.AssetCheckResult:
     served = served_count(connection, entity, snapshot_date)
-    previous = connection.execute(
-        f"SELECT snapshot_date, count(*) FROM {raw_table(entity)} WHERE snapshot_date < ? "
-        f"GROUP BY 1 ORDER BY 1 DESC LIMIT 1",
-        [snapshot_date],
-    ).fetchone()
-    previous_date, previous_count = (previous[0].isoformat(), previous[1]) if previous else (None, None)
+    previous_date, previous_count = previous_complete(connection, entity, snapshot_date)
     change = abs(served - previous_count) / previous_count if previous_count else 0.0
-    passed = previous_count is None or change <= policy.max_row_count_change
     return dg.AssetCheckResult(
         check_name="row_count_stable",
-        asset_key=dg.AssetKey([CORE, entity]),
-        passed=passed,
+        asset_key=staged_key(entity),
+        passed=previous_count is None or change <= policy.max_row_count_change,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "records": served,
-            "previous_snapshot_date": previous_date or "none",
+            "previous_snapshot_date": previous_date.isoformat() if previous_date else "none",
             "previous_records": previous_count if previous_count is not None else -1,
             "relative_change": round(change, 6),
             "max_relative_change": policy.max_row_count_change,
@@ -191,19 +207,67 @@ def check_row_count_stable(connection, entity, snapshot_date, policy: QualityPol
     )
 
 
+def check_volume(connection, entity, snapshot_date, policy: QualityPolicy) -> dg.AssetCheckResult:
+    """Refuses an empty day, or one with more than max_volume_drop fewer records than the previous complete day."""
+    served = served_count(connection, entity, snapshot_date)
+    previous_date, previous_count = previous_complete(connection, entity, snapshot_date)
+    floor = (1 - policy.max_volume_drop) * previous_count if previous_count else 0
+    passed = served > 0 and served >= floor
+    if served == 0:
+        message = f"{snapshot_date}: the API served no {entity} at all"
+    else:
+        message = f"{snapshot_date}: {served} {entity} records"
+    if previous_count is not None:
+        message += (
+            f", {previous_count} on {previous_date} (the floor is {floor:.0f}: at most "
+            f"{policy.max_volume_drop:.0%} fewer)"
+        )
+    return gate(
+        "volume_above_floor", entity, passed, message,
+        {
+            "records": served,
+            "previous_snapshot_date": previous_date.isoformat() if previous_date else "none",
+            "previous_records": previous_count if previous_count is not None else -1,
+            "floor": round(floor, 1),
+            "max_volume_drop": policy.max_volume_drop,
+        },
+    )  # fmt: skip
+
+
+def check_snapshot_complete(entity: str, choice: SnapshotChoice) -> dg.AssetCheckResult:
+    """Refuses to move core when the newest pulled day lacks an endpoint: core stays on the previous complete day."""
+    if choice.complete:
+        message = f"{choice.staged}: users, tracks and listen_history all loaded whole"
+    else:
+        message = (
+            f"{choice.newest_pulled} is incomplete ({', '.join(choice.missing)} not loaded): core stays "
+            f"entirely on {choice.staged}, the newest complete day"
+        )
+    return gate(
+        "snapshot_complete", entity, choice.complete, message,
+        {
+            "staged_snapshot_date": choice.staged.isoformat(),
+            "newest_pulled_date": choice.newest_pulled.isoformat(),
+            "missing_endpoints": dg.MetadataValue.json(list(choice.missing)),
+        },
+    )  # fmt: skip
+
+
 def check_fields_match_contract(connection, entity, snapshot_date) -> dg.AssetCheckResult:
-    keys = dict(connection.execute(
-        f"SELECT key, count(*) FROM {raw_table(entity)}, unnest(json_keys(record)) AS k(key) "
-        f"WHERE snapshot_date = ? GROUP BY key",
-        [snapshot_date],
-    ).fetchall())
+    keys = dict(
+        connection.execute(
+            f"SELECT key, count(*) FROM {raw_table(entity)}, unnest(json_keys(record)) AS k(key) "
+            f"WHERE snapshot_date = ? GROUP BY key",
+            [snapshot_date],
+        ).fetchall()
+    )
     served = served_count(connection, entity, snapshot_date)
     expected = CONTRACT_FIELDS[entity]
     missing = {name: served - keys.get(name, 0) for name in expected if keys.get(name, 0) < served}
     added = {name: count for name, count in keys.items() if name not in expected}
     return dg.AssetCheckResult(
         check_name="fields_match_contract",
-        asset_key=dg.AssetKey([CORE, entity]),
+        asset_key=staged_key(entity),
         passed=not missing and not added,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
@@ -214,69 +278,86 @@ def check_fields_match_contract(connection, entity, snapshot_date) -> dg.AssetCh
     )
 
 
-def check_orphans(connection, key_column: str, parent: str, policy: QualityPolicy) -> dg.AssetCheckResult:
-    parent_key = RECORD_KEY[parent][1]
-    listens = core_table(LISTEN_HISTORY)
-    orphan_filter = f"{key_column} NOT IN (SELECT {parent_key} FROM {core_table(parent)})"
-    (count, total, distinct_ids) = connection.execute(
-        f"SELECT count(*) FILTER (WHERE {orphan_filter}), count(*), "
-        f"count(DISTINCT {key_column}) FILTER (WHERE {orphan_filter}) FROM {listens}"
-    ).fetchone()
+def orphans(connection, key_column: str, parent: str) -> Finding:
+    """Staged listens whose user or track is not in the same day's staged users or tracks."""
+    listens = staging_table(LISTEN_HISTORY)
+    orphan_filter = f"{key_column} NOT IN (SELECT {KEY_COLUMN[parent]} FROM {staging_table(parent)})"
+    (count, total) = connection.execute(
+        f"SELECT count(*) FILTER (WHERE {orphan_filter}), count(*) FROM {listens}"
+    ).fetchall()[0]
     sample = first_values(connection, f"SELECT DISTINCT {key_column} FROM {listens} WHERE {orphan_filter} ORDER BY 1")
-    return result(
-        f"no_orphan_{key_column}s", LISTEN_HISTORY, Finding(count, total, sample),
-        policy.max_orphan_rate, orphan_ids=distinct_ids, max_rate=policy.max_orphan_rate,
-    )
+    return Finding(count, total, sample)
 
 
-def spec(entity: str, name: str, description: str, blocking: bool = False, additional_deps=()) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        name, asset=dg.AssetKey([CORE, entity]), description=description,
-        blocking=blocking, additional_deps=list(additional_deps),
-    )
-
-
-def common_specs(entity: str) -> list[dg.AssetCheckSpec]:
+def check_orphans(connection, key_column: str, parent: str, policy: QualityPolicy) -> list[dg.AssetCheckResult]:
+    finding = orphans(connection, key_column, parent)
     return [
-        spec(entity, "no_duplicate_ids", "No id served twice; blocking above the allowed rate.", blocking=True),
-        spec(entity, "required_fields_present", "No record lacked a required field or carried a null in one."),
-        spec(entity, "values_typed", "Every id, timestamp and duration could be typed."),
-        spec(entity, "updated_at_not_before_created_at", "No record was updated before it was created."),
-        spec(entity, "row_count_stable", "The record count is near the previous snapshot's."),
-        spec(entity, "fields_match_contract", "Records carry exactly the contract's fields."),
+        report(f"no_orphan_{key_column}s", LISTEN_HISTORY, finding, max_rate=policy.max_orphan_rate),
+        gate(
+            f"orphan_{key_column}_rate_within_limit", LISTEN_HISTORY, finding.rate <= policy.max_orphan_rate,
+            f"{finding.count} of {finding.of} listens ({finding.rate:.2%}) name a {key_column} missing from "
+            f"the day's {parent}, allowed up to {policy.max_orphan_rate:.2%}",
+            finding.metadata(max_rate=policy.max_orphan_rate),
+        ),
+    ]  # fmt: skip
+
+
+def audit_entity(
+    connection: duckdb.DuckDBPyConnection, entity: str, choice: SnapshotChoice, policy: QualityPolicy
+) -> list[dg.AssetCheckResult]:
+    """Every check of one staged core table, reports and gates."""
+    day = choice.staged
+    results = [
+        check_snapshot_complete(entity, choice),
+        check_volume(connection, entity, day, policy),
+        *check_duplicates(connection, entity, day, policy),
+        check_required_fields(connection, entity, day),
+        check_values_typed(connection, entity, day),
+        check_updated_after_created(connection, entity),
+        check_row_count_stable(connection, entity, day, policy),
+        check_fields_match_contract(connection, entity, day),
+    ]
+    if entity == LISTEN_HISTORY:
+        for key_column, parent in ORPHAN_KEYS:
+            results += check_orphans(connection, key_column, parent, policy)
+    return results
+
+
+def failed_gates(results: Sequence[dg.AssetCheckResult]) -> list[str]:
+    """The messages of the gate checks that failed."""
+    return [
+        f"{result.asset_key.to_user_string()} {result.check_name}: {result.description}"
+        for result in results
+        if not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     ]
 
 
-def build_core_checks(entity: str) -> dg.AssetChecksDefinition:
-    specs = common_specs(entity)
+def check_specs(entity: str) -> list[dg.AssetCheckSpec]:
+    """The checks audit_entity yields for `entity`, declared on its staging asset."""
+
+    def spec(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(name, asset=staged_key(entity), description=description, blocking=blocking)
+
+    specs = [
+        spec("snapshot_complete", "Gate: the newest pulled day has every endpoint; else core stays on the last complete day.", True),
+        spec("volume_above_floor", "Gate: records present and no more than the allowed drop below the previous complete day.", True),
+        spec("no_duplicate_ids", "Report: no id served twice (WARN on any)."),
+        spec("duplicate_rate_within_limit", "Gate: duplicates at or under the allowed rate, none left in staging.", True),
+        spec("required_fields_present", "Report: no record lacked a required field or carried a null in one."),
+        spec("values_typed", "Report: every id, timestamp and duration could be typed."),
+        spec("updated_at_not_before_created_at", "Report: no record was updated before it was created."),
+        spec("row_count_stable", "Report: the record count is near the previous complete day's."),
+        spec("fields_match_contract", "Report: records carry exactly the contract's fields."),
+    ]  # fmt: skip
     if entity == LISTEN_HISTORY:
-        specs += [
-            spec(entity, "no_orphan_user_ids", "Every listen's user_id is in core.users; blocking above the allowed rate.",
-                 blocking=True, additional_deps=[dg.AssetKey([CORE, USERS])]),
-            spec(entity, "no_orphan_track_ids", "Every listen's track_id is in core.tracks; blocking above the allowed rate.",
-                 blocking=True, additional_deps=[dg.AssetKey([CORE, TRACKS])]),
-        ]
-
-    @dg.multi_asset_check(name=f"{entity}_quality", specs=specs, pool=DUCKDB_POOL, can_subset=False)
-    def core_checks(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, quality_policy: QualityPolicy
-    ) -> Iterator[dg.AssetCheckResult]:
-        with warehouse.get_connection() as connection:
-            snapshot_date = latest_snapshot_date(connection, entity)
-            results = [
-                check_duplicate_ids(connection, entity, snapshot_date, quality_policy),
-                check_required_fields(connection, entity, snapshot_date),
-                check_values_typed(connection, entity, snapshot_date),
-                check_updated_after_created(connection, entity),
-                check_row_count_stable(connection, entity, snapshot_date, quality_policy),
-                check_fields_match_contract(connection, entity, snapshot_date),
-            ]
-            if entity == LISTEN_HISTORY:
-                results.append(check_orphans(connection, "user_id", USERS, quality_policy))
-                results.append(check_orphans(connection, "track_id", TRACKS, quality_policy))
-            yield from record_check_results(connection, context.run.run_id, results)
-
-    return core_checks
+        for key_column, parent in ORPHAN_KEYS:
+            specs += [
+                spec(f"no_orphan_{key_column}s", f"Report: every listen's {key_column} is in the day's {parent} (WARN on any)."),
+                spec(f"orphan_{key_column}_rate_within_limit", f"Gate: listens with an unknown {key_column} at or under the allowed rate.", True),
+            ]  # fmt: skip
+    return specs
 
 
-core_checks = [build_core_checks(entity) for entity in (USERS, TRACKS, LISTEN_HISTORY)]
+def blocking_audit(connection: duckdb.DuckDBPyConnection, choice: SnapshotChoice, policy: QualityPolicy) -> list[str]:
+    """What fails among the gates of every staged table (empty when the day may be published)."""
+    return failed_gates([result for entity in ENTITIES for result in audit_entity(connection, entity, choice, policy)])

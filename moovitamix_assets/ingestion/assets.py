@@ -40,9 +40,17 @@ SQL = Path(__file__).parent / "sql"
 STAGING_PATH_ENV = "MOOVITAMIX_STAGING_PATH"
 DEFAULT_STAGING_PATH = "data/staging"
 
-# Step retries with backoff for a pull that fails (an outage at 02:00 should not lose the
-# day); the daily job's run retries (dagster.yaml, the job's tags) cover a dead process.
-RAW_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+# Step retries with exponential backoff for a pull that fails (an outage at 02:00 should
+# not lose the day); the daily job's run retries (dagster.yaml, the job's tags) cover a
+# process that died.
+RAW_STEP_RETRIES_ENV = "MOOVITAMIX_RAW_STEP_RETRIES"
+RAW_RETRY_DELAY_ENV = "MOOVITAMIX_RAW_RETRY_DELAY_SECONDS"
+RAW_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=int(os.getenv(RAW_STEP_RETRIES_ENV, "2")),
+    delay=float(os.getenv(RAW_RETRY_DELAY_ENV, "10")),
+    backoff=dg.Backoff.EXPONENTIAL,
+    jitter=dg.Jitter.PLUS_MINUS,
+)
 
 
 class RawStaging(dg.ConfigurableResource):

@@ -155,7 +155,8 @@ class MoovitamixApiClient:
             respect_retry_after_header=True,
             raise_on_status=False,  # the last response comes back; we name its status
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_concurrency, max_retries=retry)
+        # Room for the three endpoints pulled at once, each with its own max_concurrency pages in flight.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=3 * self.max_concurrency, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._token = api_token

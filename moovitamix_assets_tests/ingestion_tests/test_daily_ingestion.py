@@ -8,12 +8,11 @@ import pytest
 import requests
 
 from moovitamix_api.data import expected_counts
-from moovitamix_assets.ingestion.assets import page_batches
 from moovitamix_assets.ingestion.schedules import daily_ingestion_schedule
-from moovitamix_assets.resources.api import Page
 from moovitamix_assets_tests.pipeline import (
     check_results,
     materialize_day,
+    materialized,
     query,
     scalar,
     table_fingerprint,
@@ -43,15 +42,20 @@ def test_one_day_lands_every_record_and_passes_every_check(emulator_url, emulato
     assert scalar(database, "SELECT count(*) FROM quality.rejected_records") == 0
 
     evaluations = check_results(result)
-    assert len(evaluations) == 3 * 6 + 2
+    # 9 per staged table (2 gates, 7 reports incl. the duplicate gate), and 2 x 2 on orphans.
+    assert len(evaluations) == 3 * 9 + 4
     failed = [key for key, evaluation in evaluations.items() if not evaluation.passed]
     assert failed == []
 
-    raw_users = result.asset_materializations_for_node("raw__users")[0].metadata
-    assert raw_users["records"].value == USERS_ON_DAY
-    assert raw_users["pages"].value == 12
-    assert raw_users["requests"].value == 12
-    assert raw_users["retries"].value == 0
+    raw_users = materialized(result)["raw/users"]
+    assert raw_users["records"] == USERS_ON_DAY
+    assert raw_users["pages"] == 12
+    assert raw_users["requests"] == 13  # 12 pages, then page 1 again to see that nothing moved
+    assert raw_users["retries"] == 0
+    assert raw_users["pull_attempts"] == 1 and raw_users["records_moved"] == 0
+    assert query(database, "SELECT entity, records, pull_attempts FROM raw.snapshot_manifest ORDER BY entity") == [
+        ("listen_history", USERS_ON_DAY, 1), ("tracks", TRACKS_ON_DAY, 1), ("users", USERS_ON_DAY, 1)
+    ]
 
 
 def test_listen_history_is_exploded_in_order(emulator_url, database):
@@ -102,10 +106,7 @@ def test_transport_faults_still_land_every_record_once(emulator, emulator_settin
     assert scalar(database, "SELECT count(*) FROM raw.users") == USERS_ON_DAY
     assert scalar(database, "SELECT count(DISTINCT record->>'id') FROM raw.users") == USERS_ON_DAY
     assert scalar(database, "SELECT count(*) FROM core.listen_history") == expected["listen_history"]["listens"]
-    retries = sum(
-        result.asset_materializations_for_node(f"raw__{entity}")[0].metadata["retries"].value
-        for entity in ("users", "tracks", "listen_history")
-    )
+    retries = sum(materialized(result)[f"raw/{entity}"]["retries"] for entity in ("users", "tracks", "listen_history"))
     assert retries > 0
 
 
@@ -116,30 +117,15 @@ def test_a_failed_pull_leaves_no_partial_snapshot(emulator, database):
     requests.post(f"{base_url}/_admin/state", json={"error_rate": 1.0}, timeout=10).raise_for_status()
     result = materialize_day(base_url, database, DAY, raise_on_error=False, max_retries=1, backoff_factor=0.01)
     assert not result.success
-    errors = {event.step_key: event.event_specific_data.error for event in result.get_step_failure_events()}
-    assert errors["raw__users"].cause.message.startswith(
-        "moovitamix_assets.resources.api.MoovitamixApiError: GET /users page 1: HTTP 50"
-    )
-    assert "after 1 retries" in errors["raw__users"].cause.message
+    (failure,) = result.get_step_failure_events()
+    error = failure.event_specific_data.error
+    message = error.cause.message if error.message.startswith("Exceeded max_retries") else error.message
+    assert failure.step_key == "raw_snapshots"
+    assert "3 of 3 endpoint(s) failed (nothing was loaded" in message
+    assert "GET /users page 1: HTTP 50" in message and "after 1 retries" in message
+    # The step was retried with backoff before it gave up.
+    assert len([e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]) == 2
     assert table_fingerprint(database, "raw.users") == before
-
-
-def test_page_batches_bound_memory_and_skip_empty_pages():
-    pages = [Page(number, [{"id": number * 10 + i} for i in range(5)], 50, 10) for number in range(1, 11)]
-    pages.append(Page(11, [], 50, 10))
-    batches = list(page_batches(pages, max_records=12))
-    assert [batch.table.num_rows for batch in batches] == [3, 3, 3, 1]
-    assert sum(batch.table.num_rows for batch in batches) == 10
-    assert {batch.replaced_characters for batch in batches} == {0}
-
-
-def test_page_batches_replace_only_lone_surrogates():
-    # As the client parses it: JSON pairs the two halves of an emoji, a lone half stays alone.
-    items = json.loads(r'[{"id": 1, "name": "half \ud83c emoji"}, {"id": 2, "name": "whole \ud83d\ude00 emoji"}]')
-    (batch,) = page_batches([Page(1, items, 2, 1)])
-    stored = json.loads(batch.table.column("items_json")[0].as_py())
-    assert batch.replaced_characters == 1
-    assert stored[0]["name"] == "half \ufffd emoji" and stored[1]["name"] == "whole \U0001f600 emoji"
 
 
 def test_schedule_tick_targets_its_own_day():
@@ -158,7 +144,9 @@ def test_a_past_partition_is_refused_unless_the_api_is_pinned_to_a_date():
 
     today = dt.date(2026, 11, 23)
     check_partition_date("2026-11-23", SnapshotPolicy(), today)
-    check_partition_date("2026-11-22", SnapshotPolicy(), today)  # a late run of yesterday's tick
+    with pytest.raises(dg.Failure, match="partition 2026-11-22 is 1 days from today"):
+        # yesterday's run retried after midnight would store today's data under yesterday
+        check_partition_date("2026-11-22", SnapshotPolicy(), today)
     with pytest.raises(dg.Failure, match="partition 2026-03-01 is 267 days from today"):
         check_partition_date("2026-03-01", SnapshotPolicy(), today)
     check_partition_date("2026-03-01", SnapshotPolicy(allow_any_date=True), today)

@@ -181,14 +181,13 @@ def test_drift_sensor_fires_once_on_drifted_data_and_not_on_unchanged_data(emula
 
 def test_recommendations_follow_each_core_update_but_training_waits(emulator_url, tmp_path):
     from moovitamix_assets.core.assets import core_assets
-    from moovitamix_assets.core.checks import core_checks
     from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 
     database = tmp_path / "warehouse.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     defs = dg.Definitions(
         assets=[*raw_snapshot_assets, *core_assets, training_set, recommender_model, user_recommendations],
-        asset_checks=[*core_checks, *ml_checks],
+        asset_checks=ml_checks,
         resources=resources(emulator_url, database),
     )
     materialize_day(emulator_url, database, DAY, instance=instance)
@@ -196,7 +195,7 @@ def test_recommendations_follow_each_core_update_but_training_waits(emulator_url
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
 
     # The next day's core rebuild, with its checks, as the daily job runs it.
-    dg.materialize([*core_assets, *core_checks], resources=resources(emulator_url, database), instance=instance)
+    dg.materialize(core_assets, resources=resources(emulator_url, database), instance=instance)
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.get_num_requested(dg.AssetKey(["ml", "user_recommendations"])) == 1
     assert result.get_num_requested(dg.AssetKey(["ml", "recommender_model"])) == 0

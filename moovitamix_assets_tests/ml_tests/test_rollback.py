@@ -4,7 +4,6 @@ import dagster as dg
 import pytest
 
 from moovitamix_assets.core.assets import core_assets
-from moovitamix_assets.core.checks import core_checks
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
 from moovitamix_assets.ml.checks import ml_checks
@@ -35,7 +34,7 @@ def test_rollback_crowns_the_version_records_it_and_recommendations_follow(emula
     database, instance, champion, other = trained_twice
     defs = dg.Definitions(
         assets=[*raw_snapshot_assets, *core_assets, training_set, recommender_model, user_recommendations],
-        asset_checks=[*core_checks, *ml_checks],
+        asset_checks=ml_checks,
         resources=resources(emulator_url, database),
     )
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)

@@ -1,4 +1,4 @@
--- One row per listen: a user's history exploded, position 1 being the oldest listen
+-- Publishes the audited staging copy: one row per listen, position 1 being the oldest listen
 -- (the API's lists run from oldest, left, to newest). (user_id, position) is unique by
 -- construction (one history per user after dedupe.sql, WITH ORDINALITY) and checked by
 -- no_duplicate_ids; an enforced key would make this build about 2.5 times slower at 20M rows.
@@ -11,12 +11,7 @@ CREATE OR REPLACE TABLE core.listen_history (
     history_updated_at TIMESTAMP NOT NULL,
     snapshot_date      DATE      NOT NULL
 );
-INSERT INTO core.listen_history
-SELECT staged.record_key, listen.position, listen.track_id, staged.created_at,
-       staged.updated_at, getvariable('snapshot_date')
-FROM staged, unnest(staged.items) WITH ORDINALITY AS listen(track_id, position)
-WHERE staged.final_reason IS NULL
-ORDER BY staged.record_key, listen.position;
+INSERT INTO core.listen_history SELECT * FROM core_staging.listen_history;
 
 -- The descriptions the catalogue carries (docs/schema.md is generated from them).
 COMMENT ON TABLE core.listen_history IS 'Listens of the latest raw snapshot, one row per listen: each user''s history exploded. (user_id, position) is unique by construction and checked by no_duplicate_ids, not enforced.';

@@ -12,12 +12,7 @@ CREATE OR REPLACE TABLE core.tracks (
     updated_at       TIMESTAMP NOT NULL,
     snapshot_date    DATE      NOT NULL
 );
-INSERT INTO core.tracks
-SELECT record_key, name, artist, songwriter, duration, duration_seconds, genre, album,
-       created_at, updated_at, getvariable('snapshot_date')
-FROM staged
-WHERE final_reason IS NULL
-ORDER BY record_key;
+INSERT INTO core.tracks SELECT * FROM core_staging.tracks;
 
 -- The descriptions the catalogue carries (docs/schema.md is generated from them).
 COMMENT ON TABLE core.tracks IS 'Tracks of the latest raw snapshot, typed and deduplicated: one row per track_id. Rebuilt whole from each new snapshot.';

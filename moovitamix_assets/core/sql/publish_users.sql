@@ -10,12 +10,7 @@ CREATE OR REPLACE TABLE core.users (
     updated_at     TIMESTAMP NOT NULL,
     snapshot_date  DATE      NOT NULL
 );
-INSERT INTO core.users
-SELECT record_key, first_name, last_name, email, gender, favorite_genre, created_at, updated_at,
-       getvariable('snapshot_date')
-FROM staged
-WHERE final_reason IS NULL
-ORDER BY record_key;
+INSERT INTO core.users SELECT * FROM core_staging.users;
 
 -- The descriptions the catalogue carries (docs/schema.md is generated from them).
 COMMENT ON TABLE core.users IS 'Users of the latest raw snapshot, typed and deduplicated: one row per user_id. Rebuilt whole from each new snapshot.';

@@ -24,5 +24,5 @@ SELECT
         timestamp_problem(record, 'created_at'),
         timestamp_problem(record, 'updated_at')
     ]) AS reject_reason
-FROM raw.tracks
+FROM {source}
 WHERE snapshot_date = getvariable('snapshot_date');
