@@ -1,6 +1,7 @@
 """The emulator's FastAPI app: the upstream contract, admin routes and transport faults."""
 
 import collections
+import json
 import threading
 from typing import Any, Dict, Generic, List, Optional, TypeVar
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 
 from moovitamix_api.data import Dataset
 from moovitamix_api.faults import TransportFaultMiddleware
+from moovitamix_api.live import LiveDataset
 from moovitamix_api.settings import ENTITIES, EmulatorSettings
 
 T = TypeVar("T")
@@ -58,12 +60,18 @@ SCHEMAS = {"users": User, "tracks": Track, "listen_history": ListenHistory}
 
 
 class ServerState:
-    """The running server's settings, its dataset for the current as-of, and attempt counts."""
+    """The running server's settings, its dataset for the current as-of, the live state over
+    it (data requests served, mutations) and fault attempt counts.
+
+    One lock guards them: a page is generated and counted, and the burst that may follow it
+    applied, before another page is generated, so a burst always falls between two pages.
+    """
 
     def __init__(self, settings: EmulatorSettings):
         self._lock = threading.Lock()
         self._settings = settings
         self._dataset: Optional[Dataset] = None
+        self._live: Optional[LiveDataset] = None
         self._attempts: Dict[tuple, int] = collections.Counter()
 
     @property
@@ -71,10 +79,11 @@ class ServerState:
         return self._settings
 
     def update(self, changes: Dict[str, Any]) -> EmulatorSettings:
-        """Apply partial settings; fault attempt counts start again from zero."""
+        """Apply partial settings; fault attempt counts and the live state start again from zero."""
         with self._lock:
             self._settings = self._settings.replace(**changes)
             self._dataset = None
+            self._live = None
             self._attempts.clear()
             return self._settings
 
@@ -87,18 +96,42 @@ class ServerState:
             self._dataset = dataset
         return dataset
 
+    def _live_dataset(self) -> LiveDataset:
+        """The live state over the current dataset; a new as-of (the clock's) starts it afresh."""
+        dataset = self.dataset()
+        if self._live is None or self._live.dataset is not dataset:
+            self._live = LiveDataset(dataset)
+        return self._live
+
+    def serve_page(self, entity: str, page: int, size: int) -> bytes:
+        """The body of one data request answered 200, counted as served."""
+        with self._lock:
+            live = self._live_dataset()
+            body = live.page_json(entity, page, size)
+            live.served()
+            return body
+
+    def mutations(self) -> Dict[str, Any]:
+        with self._lock:
+            return self._live_dataset().log()
+
     def next_attempt(self, request_key: tuple) -> int:
         with self._lock:
             self._attempts[request_key] += 1
             return self._attempts[request_key]
 
     def describe(self) -> Dict[str, Any]:
-        dataset = self.dataset()
-        return {
-            "settings": self._settings.to_json(),
-            "effective_as_of": dataset.as_of.isoformat(),
-            "counts": {entity: dataset.count(entity) for entity in ENTITIES},
-        }
+        """The settings, and the live count of each endpoint (as the next page would report it
+        on page 1, before empty_endpoints)."""
+        with self._lock:
+            live = self._live_dataset()
+            return {
+                "settings": self._settings.to_json(),
+                "effective_as_of": live.dataset.as_of.isoformat(),
+                "counts": {entity: live.count(entity) for entity in ENTITIES},
+                "data_requests": live.requests,
+                "restarts": live.restart,
+            }
 
 
 def create_app(settings: Optional[EmulatorSettings] = None) -> FastAPI:
@@ -120,6 +153,10 @@ def create_app(settings: Optional[EmulatorSettings] = None) -> FastAPI:
     async def get_state() -> Dict[str, Any]:
         return state.describe()
 
+    @app.get("/_admin/mutations", include_in_schema=False)
+    async def get_mutations() -> Dict[str, Any]:
+        return state.mutations()
+
     @app.post("/_admin/state", include_in_schema=False)
     async def post_state(changes: Dict[str, Any] = Body(...)) -> Dict[str, Any]:
         try:
@@ -139,8 +176,10 @@ def _add_page_route(app: FastAPI, state: ServerState, entity: str) -> None:
         page: int = Query(1, ge=1, description="Page number"),
         size: int = Query(100, ge=1, le=100, description="Page size"),
     ) -> Response:
-        body = state.dataset().page_json(entity, page, size)
-        return Response(content=body, media_type="application/json")
+        if entity in state.settings.failing_endpoints:
+            detail = {"detail": f"emulated outage of /{entity} (503)"}
+            return Response(content=json.dumps(detail), status_code=503, media_type="application/json")
+        return Response(content=state.serve_page(entity, page, size), media_type="application/json")
 
     get_page.__name__ = f"get_{entity}"
     app.add_api_route(

@@ -24,11 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(EmulatorSettings):
         flag = "--" + field.metadata.get("cli", field.name.replace("_", "-"))
         help_text = field.metadata["help"]
-        if field.default not in (None, ()):
+        if isinstance(field.default, tuple) and field.default:
+            help_text += f" (default: {' '.join(field.default)})"
+        elif field.default not in (None, ()):
             help_text += f" (default: {field.default})"
         kwargs = {"dest": field.name, "help": help_text, "default": field.default}
         if isinstance(field.default, tuple):
-            kwargs.update(action="append", default=None, metavar=help_text.split(":")[0])
+            metavar = field.metadata.get("metavar", help_text.split(":")[0])
+            kwargs.update(action="append", default=None, metavar=metavar)
         elif field.metadata.get("choices"):
             kwargs["choices"] = field.metadata["choices"]
         elif isinstance(field.default, dt.date) or field.name == "as_of":

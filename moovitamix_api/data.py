@@ -215,6 +215,16 @@ class _Realistic:
             return s.track_count + s.new_tracks_per_day * self.days
         return s.user_count + s.new_users_per_day * self.days
 
+    def id_space(self, entity: str) -> int:
+        """Every base id of `entity` (users for listen_history) lies in 1..id_space."""
+        return self.base_count(entity)
+
+    def ids(self, entity: int, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(indices, dtype=np.int64)
+
+    def user_ids(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(indices, dtype=np.int64)
+
     def _tracks_on(self, day: np.ndarray) -> np.ndarray:
         s = self.settings
         return s.track_count + s.new_tracks_per_day * np.maximum(day, 0)
@@ -447,10 +457,13 @@ class _Upstream:
     def base_count(self, entity: str) -> int:
         return self.settings.track_count if entity == TRACKS else self.settings.user_count
 
+    def id_space(self, entity: str) -> int:
+        return max(UPSTREAM_ID_SPACE, self.base_count(entity))
+
     def ids(self, entity: int, indices: np.ndarray) -> np.ndarray:
         """Index 1..N -> a unique id in 1..max(100000, N): a 4-round Feistel permutation
         of a power-of-four domain, walked until it lands within range."""
-        space = max(UPSTREAM_ID_SPACE, self.base_count(TRACKS if entity == 2 else USERS))
+        space = self.id_space(TRACKS if entity == 2 else USERS)
         half_bits = max(1, math.ceil(math.log2(space) / 2))
         half_mask = (1 << half_bits) - 1
         value = indices.astype(np.int64) - 1
@@ -624,6 +637,13 @@ class _DataFaults:
     def orphan_ids(self, indices: np.ndarray) -> np.ndarray:
         return ORPHAN_ID_BASE + below(1_000_000, self.seed, self.code, indices, F_FAULT_VALUE)
 
+    def history_user_ids(self, indices: np.ndarray, user_ids: np.ndarray, lengths: np.ndarray, kinds: np.ndarray):
+        """The user_id each history of `indices` shows once `apply` ran, and where it is null."""
+        choice = self.field_choice(indices)
+        null_user = (kinds == FAULT_NULL) & (choice == 0)
+        orphan_user = (kinds == FAULT_ORPHAN) & ((choice == 0) | (lengths == 0))
+        return np.where(orphan_user, self.orphan_ids(indices), user_ids), null_user
+
     def apply(self, indices: np.ndarray, records: List[Dict[str, Any]]) -> None:
         """Apply the faults of base records `indices` to their freshly generated `records`."""
         kinds = self.kinds(indices)
@@ -662,6 +682,8 @@ class Dataset:
     base_count(entity)       -> N, the number of distinct base records
     record(entity, position) -> the served record at 1-based position (1..S)
     records(entity, first, last) -> served records at positions first..last inclusive
+    records_at(entity, positions) -> served records at any positions (1..S), in that order
+    ids_at(entity, positions) -> the id (listen_history: user_id, or None) each position shows
     page(entity, page, size) -> the exact JSON body of GET /{entity}?page=&size=
     iter_records(entity)     -> every served record in order (what paging through yields)
     """
@@ -681,12 +703,19 @@ class Dataset:
     def count(self, entity: str) -> int:
         return self.faults[_check(entity)].served_count
 
+    def id_space(self, entity: str) -> int:
+        """Every base id of `entity` (users' for listen_history) lies in 1..id_space."""
+        return self.generator.id_space(USERS if entity == LISTEN_HISTORY else _check(entity))
+
     def records(self, entity: str, first: int, last: int) -> List[Dict[str, Any]]:
-        faults = self.faults[_check(entity)]
-        last = min(last, faults.served_count)
+        last = min(last, self.count(entity))
         if last < first:
             return []
-        indices = faults.base_indices(np.arange(max(first, 1), last + 1))
+        return self.records_at(entity, np.arange(max(first, 1), last + 1))
+
+    def records_at(self, entity: str, positions: np.ndarray) -> List[Dict[str, Any]]:
+        faults = self.faults[_check(entity)]
+        indices = faults.base_indices(np.asarray(positions, dtype=np.int64))
         unique, where = np.unique(indices, return_inverse=True)
         base = getattr(self.generator, entity)(unique)
         faults.apply(unique, base)
@@ -696,6 +725,18 @@ class Dataset:
             served.append(dict(base[i]) if i in shown else base[i])
             shown.add(i)
         return served
+
+    def ids_at(self, entity: str, positions: np.ndarray) -> List[Optional[int]]:
+        """What `records_at(...)[k]["id"]` (listen_history: `["user_id"]`) would be, without
+        generating the records."""
+        faults = self.faults[_check(entity)]
+        indices = faults.base_indices(np.asarray(positions, dtype=np.int64))
+        if entity != LISTEN_HISTORY:
+            return self.generator.ids(ENTITY_CODES[entity], indices).tolist()
+        user_ids, null = faults.history_user_ids(
+            indices, self.generator.user_ids(indices), self.generator.history_lengths(indices), faults.kinds(indices)
+        )
+        return [None if n else i for i, n in zip(user_ids.tolist(), null.tolist())]
 
     def record(self, entity: str, position: int) -> Dict[str, Any]:
         records = self.records(entity, position, position)
@@ -711,7 +752,7 @@ class Dataset:
 
     def page_json(self, entity: str, page: int = 1, size: int = 100) -> bytes:
         """The page body exactly as the server sends it."""
-        return json.dumps(self.page(entity, page, size), separators=(",", ":"), ensure_ascii=False).encode()
+        return encode_page(self.page(entity, page, size))
 
     def iter_records(self, entity: str, chunk: int = 1000) -> Iterator[Dict[str, Any]]:
         for first in range(1, self.count(entity) + 1, chunk):
@@ -725,6 +766,11 @@ class Dataset:
         if extras:
             record.update(extras)
         return record
+
+
+def encode_page(body: Dict[str, Any]) -> bytes:
+    """A page body as the server sends it: compact JSON, UTF-8."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _check(entity: str) -> str:
@@ -786,11 +832,8 @@ def _listen_counts(dataset: Dataset, faults: _DataFaults, kinds: np.ndarray) -> 
         [dataset.generator.history_lengths(indices[a : a + _CHUNK]) for a in range(0, n, _CHUNK)]
         or [np.zeros(0, dtype=np.int64)]
     )
-    null_user = (kinds == FAULT_NULL) & (choice == 0)
     null_items = (kinds == FAULT_NULL) & (choice == 1)
-    orphan_user = (kinds == FAULT_ORPHAN) & ((choice == 0) | (lengths == 0))
-    user_ids = indices if isinstance(dataset.generator, _Realistic) else dataset.generator.user_ids(indices)
-    user_ids = np.where(orphan_user, faults.orphan_ids(indices), user_ids)
+    user_ids, null_user = faults.history_user_ids(indices, dataset.generator.user_ids(indices), lengths, kinds)
     counted = np.where(null_items, 0, lengths)
     served = np.concatenate(
         [faults.base_indices(np.arange(a, min(a + _CHUNK, faults.served_count + 1))) for a in range(1, faults.served_count + 1, _CHUNK)]

@@ -88,6 +88,48 @@ class EmulatorSettings:
         "ENTITY.NAME=VALUE: add field NAME (VALUE parsed as JSON, else a string) (repeatable)",
         cli="extra-field",
     )
+    # --- live modes: the upstream moves while it is paged through -------------------------
+    # Counted in data requests answered 200 since the settings last changed; every draw
+    # comes from --fault-seed, so the live state is a pure function of (settings, count).
+    mutate_after_requests: int = _option(
+        0, "apply one burst of mutations after this many data requests (0: off)"
+    )
+    mutate_every_requests: int = _option(
+        0, "apply a burst of mutations after every this many data requests (0: off)"
+    )
+    mutation_inserts: int = _option(
+        0, "records inserted per burst and endpoint (new ids, at random positions)"
+    )
+    mutation_deletes: int = _option(0, "records deleted per burst and endpoint (later positions shift down)")
+    mutation_updates: int = _option(
+        0,
+        "records updated per burst and endpoint (updated_at moves forward; users.email or "
+        "tracks.album changes, or a listen is appended)",
+    )
+    mutation_endpoints: Tuple[str, ...] = _option(
+        ENTITIES, "ENTITY: an endpoint the bursts mutate (repeatable)", cli="mutation-endpoint"
+    )
+    restart_after_requests: int = _option(
+        0,
+        "restart after this many data requests: every endpoint regenerates with reshuffled "
+        "ids (same counts), mutations are lost (0: off)",
+    )
+    empty_endpoints: Tuple[str, ...] = _option(
+        (), "ENTITY: answer 200 with no items, total 0, pages 0 (repeatable)", cli="empty-endpoint"
+    )
+    failing_endpoints: Tuple[str, ...] = _option(
+        (), "ENTITY: answer 503 to every request of this endpoint (repeatable)", cli="failing-endpoint"
+    )
+    short_pages: Tuple[str, ...] = _option(
+        (),
+        "ENTITY:PAGE: serve that page, unless it is the last, without its last item; "
+        "total and pages unchanged (repeatable)",
+        cli="short-page",
+        metavar="ENTITY:PAGE",
+    )
+    total_drift: int = _option(
+        0, "added to the total (and pages) reported by every page after the first; data unchanged"
+    )
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -119,6 +161,22 @@ class EmulatorSettings:
             raise ValueError("error_rate + rate_limit_rate + drop_rate + bad_json_rate must be <= 1")
         if self.retry_after < 0 or self.latency_ms < 0:
             raise ValueError("retry_after and latency_ms must be >= 0")
+        for name in (
+            "mutate_after_requests",
+            "mutate_every_requests",
+            "mutation_inserts",
+            "mutation_deletes",
+            "mutation_updates",
+            "restart_after_requests",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("mutation_endpoints", "empty_endpoints", "failing_endpoints"):
+            for entity in getattr(self, name):
+                if entity not in ENTITIES:
+                    raise ValueError(f"{name}: expected entities in {ENTITIES}, got {entity!r}")
+        for spec in self.short_pages:
+            parse_page_spec(spec)
         for spec in self.rename_fields:
             parse_field_spec(spec)
         for spec in self.extra_fields:
@@ -171,6 +229,14 @@ class EmulatorSettings:
             result.setdefault(entity, {})[name] = value
         return result
 
+    def short_page_numbers(self) -> Mapping[str, frozenset]:
+        """{entity: pages served short} from `short_pages`."""
+        result: dict = {}
+        for spec in self.short_pages:
+            entity, page = parse_page_spec(spec)
+            result.setdefault(entity, set()).add(page)
+        return {entity: frozenset(pages) for entity, pages in result.items()}
+
     # --- conversions ------------------------------------------------------------------------
     def replace(self, **changes: Any) -> "EmulatorSettings":
         """A copy with `changes` applied; values may be strings (as from a CLI or JSON)."""
@@ -196,6 +262,14 @@ def parse_field_spec(spec: str) -> Tuple[str, str, str]:
     if not sep or not dot or not name or entity not in ENTITIES:
         raise ValueError(f"expected ENTITY.NAME=VALUE with ENTITY in {ENTITIES}, got {spec!r}")
     return entity, name, value
+
+
+def parse_page_spec(spec: str) -> Tuple[str, int]:
+    """'ENTITY:PAGE' -> (entity, page), with the entity checked and page >= 1."""
+    entity, sep, page = spec.partition(":")
+    if not sep or entity not in ENTITIES or not page.isdigit() or int(page) < 1:
+        raise ValueError(f"expected ENTITY:PAGE with ENTITY in {ENTITIES} and PAGE >= 1, got {spec!r}")
+    return entity, int(page)
 
 
 def coerce_settings(values: Mapping[str, Any]) -> dict:
