@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 
 from moovitamix_assets.ml.recommenders import RecommenderModel
-from moovitamix_assets.resources.warehouse import run_sql_file, table_exists
+from moovitamix_assets.resources.warehouse import run_sql_file, table_exists, utc_now
 
 SQL = Path(__file__).parent / "sql"
 
@@ -143,8 +143,8 @@ def _crown(connection: duckdb.DuckDBPyConnection, version: str, reason: str) -> 
         [RETIRED, version, CHAMPION],
     )
     connection.execute(
-        "INSERT INTO ml.champion_history VALUES (now()::TIMESTAMP, ?, ?, ?)",
-        [version, previous[0] if previous else None, reason],
+        "INSERT INTO ml.champion_history VALUES (?, ?, ?, ?)",
+        [utc_now(), version, previous[0] if previous else None, reason],
     )
 
 

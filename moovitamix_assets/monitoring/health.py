@@ -22,6 +22,8 @@ from moovitamix_assets.resources.warehouse import (
     WarehouseResource,
     run_sql_file,
     table_exists,
+    utc_now,
+    utc_today,
 )
 
 SQL = Path(__file__).parent / "sql"
@@ -30,6 +32,8 @@ REPORTS_PATH_ENV = "MOOVITAMIX_REPORTS_PATH"
 DEFAULT_REPORTS_PATH = "data/reports"
 
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
+
+HEALTH_REPORTS = "monitoring.health_reports"
 
 # A retry rate or a slowdown past these makes a day degraded.
 MAX_RETRY_RATE = 0.1
@@ -197,7 +201,7 @@ def pipeline_health(
     context: dg.AssetExecutionContext, config: HealthConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Health of the last 30 days of ingestion: volumes, durations, rejects, checks, and a verdict."""
-    today = dt.date.fromisoformat(config.today) if config.today else dt.datetime.now(dt.timezone.utc).date()
+    today = dt.date.fromisoformat(config.today) if config.today else utc_today()
     with warehouse.get_connection() as connection:
         figures = daily_figures(connection, today - dt.timedelta(days=config.window_days))
         checks = latest_checks(connection)
@@ -217,8 +221,8 @@ def pipeline_health(
             "COMMENT ON COLUMN monitoring.health_reports.markdown IS 'The report as shown in the UI, without the chart.';"
         )
         connection.execute(
-            "INSERT INTO monitoring.health_reports VALUES (now()::TIMESTAMP, ?, ?, ?, ?)",
-            [today, verdict.status, json.dumps(verdict.reasons), markdown],
+            f"INSERT INTO {HEALTH_REPORTS} VALUES (?, ?, ?, ?, ?)",
+            [utc_now(), today, verdict.status, json.dumps(verdict.reasons), markdown],
         )
     chart = render_chart(figures) if len(figures) else b""
     chart_path = Path(os.getenv(REPORTS_PATH_ENV, DEFAULT_REPORTS_PATH)) / f"pipeline_health_{today}.png"
