@@ -75,7 +75,7 @@ in the order data flows through them:
 | `core` | `core/users`, `core/tracks`, `core/listen_history` | the latest snapshot, typed and deduplicated |
 | `quality` | the core assets | the records that did not reach core, with their reasons |
 | `ml` | `ml/training_set`, `ml/recommender_model`, `ml/user_recommendations`, the `rollback_champion` job | training set, model registry, champion history, recommendations |
-| `monitoring` | every asset and check, `monitoring/pipeline_health` | figures per run, check outcomes, health reports |
+| `monitoring` | every asset and check, `monitoring/pipeline_health`, the alert sensors | figures per run, check outcomes, health reports, alert deliveries |
 
 ## Why it is shaped this way
 

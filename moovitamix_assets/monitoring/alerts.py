@@ -1,16 +1,28 @@
-"""Alerts: failed runs and failed asset checks, posted to a Slack-compatible webhook."""
+"""Alerts: failed runs and failed asset checks, posted to a Slack-compatible webhook.
 
-import json
-import logging
+Both sensors read what failed from the instance (run events by storage id, with a cursor),
+so a run launched from the CLI or a script, which has no code-location origin, alerts like
+one launched from the UI: @run_failure_sensor only sees runs of its own code location. Each
+failure has a stable key (run id, kind, and for a check its asset, name and partition) and
+is posted once; delivery, retries and the `monitoring.alert_deliveries` ledger are
+alert_delivery.py's.
+"""
+
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import dagster as dg
-import requests
 
-WEBHOOK_URL_ENV = "MOOVITAMIX_ALERT_WEBHOOK_URL"
+from moovitamix_assets.monitoring.alert_delivery import (
+    DEFAULT_UI_URL,
+    WEBHOOK_URL_ENV,
+    AlertSettings,
+    AlertState,
+    deliver_alerts,
+)
+from moovitamix_assets.resources.warehouse import WarehouseResource
+
 UI_URL_ENV = "MOOVITAMIX_UI_URL"
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 RUN_FAILURE = "run_failure"
 CHECK_FAILURE = "check_failure"
@@ -24,21 +36,8 @@ RUN_END_EVENTS = (
     dg.DagsterEventType.RUN_FAILURE,
     dg.DagsterEventType.RUN_CANCELED,
 )
-# Ended runs read per sensor tick; the cursor carries the rest to the next tick.
+# Run events read per sensor tick; the cursor carries the rest to the next tick.
 RUNS_PER_TICK = 50
-
-Logger = Union[logging.Logger, logging.LoggerAdapter, dg.DagsterLogManager]
-
-
-class AlertSettings(dg.ConfigurableResource):
-    """Where alerts go (a Slack-compatible webhook, or the log when unset) and where run links point."""
-
-    webhook_url: Optional[str] = None
-    ui_url: str = DEFAULT_UI_URL
-    timeout_seconds: float = 5.0
-
-    def run_url(self, run_id: Optional[str]) -> Optional[str]:
-        return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if run_id else None
 
 
 def alert_settings_from_env() -> AlertSettings:
@@ -49,22 +48,13 @@ def alert_settings_from_env() -> AlertSettings:
     )
 
 
-def send_alert(message: dict, webhook_url: Optional[str], log: Logger, timeout_seconds: float = 5.0) -> bool:
-    """Posts the message as JSON to the webhook, or logs it when none is set; True when delivered.
-
-    A webhook that fails is logged and never raised: an alert must not break the sensor
-    that sends it, nor stop the alerts after it.
-    """
-    if not webhook_url:
-        log.warning(f"No alert webhook configured ({WEBHOOK_URL_ENV}); alert: {json.dumps(message)}")
-        return False
-    try:
-        response = requests.post(webhook_url, json=message, timeout=timeout_seconds)
-        response.raise_for_status()
-    except requests.RequestException as error:
-        log.error(f"Could not deliver the {message.get('kind')} alert to the webhook: {error}; alert: {json.dumps(message)}")
-        return False
-    return True
+def alert_key(message: Mapping[str, Any]) -> str:
+    """What failed, once: the same failure always has the same key, another failure another."""
+    if message["kind"] == RUN_FAILURE:
+        return f"{RUN_FAILURE}:{message['run_id']}"
+    # A run over a partition range evaluates a check once per partition.
+    partition = f":{message['partition']}" if message.get("partition") else ""
+    return f"{CHECK_FAILURE}:{message['run_id']}:{message['asset']}:{message['check']}{partition}"
 
 
 def first_line(text: Optional[str]) -> Optional[str]:
@@ -178,52 +168,58 @@ def not_materialized_assets(instance: dg.DagsterInstance, run_id: str) -> list[s
     return sorted(key.to_user_string() for key in planned - materialized if key is not None)
 
 
-@dg.run_failure_sensor(
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts an alert naming the job, partition, failed steps, error and run link when a run fails.",
-)
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_settings: AlertSettings) -> None:
-    run = context.dagster_run
-    step_failures = context.get_step_failure_events()
-    # A run can fail before any step does (a resource, the launcher): its own event says why.
-    errors = [root_error_line(event.event_specific_data.error) for event in step_failures] + [
-        root_error_line(getattr(context.failure_event.event_specific_data, "error", None)),
-        first_line(context.failure_event.message),
+def run_failure_alert(instance: dg.DagsterInstance, failure: dg.EventLogRecord, settings: AlertSettings) -> dict:
+    """The alert for the run whose RUN_FAILURE event this is."""
+    run_id = failure.run_id
+    run = instance.get_run_by_id(run_id)
+    failure_event = failure.event_log_entry.dagster_event
+    step_failures = [
+        record.event_log_entry.dagster_event
+        for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     ]
-    message = run_failure_message(
-        job=run.job_name,
-        run_id=run.run_id,
-        partition=run_partition(run.tags),
+    # A run can fail before any step does (a resource, the launcher, run monitoring marking a
+    # dead run failed): its own event says why.
+    errors = [root_error_line(event.event_specific_data.error) for event in step_failures] + [
+        root_error_line(getattr(failure_event.event_specific_data, "error", None)),
+        first_line(failure_event.message),
+    ]
+    return run_failure_message(
+        job=run.job_name if run else failure.event_log_entry.job_name,
+        run_id=run_id,
+        partition=run_partition(run.tags) if run else None,
         failed_steps=[event.step_key for event in step_failures if event.step_key],
-        assets=not_materialized_assets(context.instance, run.run_id),
+        assets=not_materialized_assets(instance, run_id),
         error=next((error for error in errors if error), None),
-        run_url=alert_settings.run_url(run.run_id),
+        run_url=settings.run_url(run_id),
     )
-    send_alert(message, alert_settings.webhook_url, context.log, alert_settings.timeout_seconds)
 
 
-def runs_ended_after(instance: dg.DagsterInstance, after_storage_id: int, limit: int) -> list[tuple[int, str]]:
-    """(storage id of the run-end event, run id) of the runs that ended after the cursor, in order."""
-    ended: list[tuple[int, str]] = []
+def run_events_after(
+    instance: dg.DagsterInstance, event_types: Sequence[dg.DagsterEventType], after_storage_id: int, limit: int
+) -> list[dg.EventLogRecord]:
+    """The run events of these types stored after the cursor, oldest first, at most about `limit`."""
+    records: list[dg.EventLogRecord] = []
     horizon = None
-    for event_type in RUN_END_EVENTS:
+    for event_type in event_types:
         result = instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after_storage_id),
             limit=limit,
             ascending=True,
         )
-        ended += [(record.storage_id, record.run_id) for record in result.records]
+        records += result.records
         if result.has_more:
             # Past a truncated list's last event, the other lists may hold events this one lacks.
             last = result.records[-1].storage_id
             horizon = last if horizon is None else min(horizon, last)
-    return sorted(event for event in ended if horizon is None or event[0] <= horizon)
+    return sorted(
+        (record for record in records if horizon is None or record.storage_id <= horizon),
+        key=lambda record: record.storage_id,
+    )
 
 
-def latest_run_end_id(instance: dg.DagsterInstance) -> int:
+def latest_run_event_id(instance: dg.DagsterInstance, event_types: Sequence[dg.DagsterEventType]) -> int:
     latest = [
-        instance.fetch_run_status_changes(event_type, limit=1, ascending=False).records
-        for event_type in RUN_END_EVENTS
+        instance.fetch_run_status_changes(event_type, limit=1, ascending=False).records for event_type in event_types
     ]
     return max((records[0].storage_id for records in latest if records), default=0)
 
@@ -253,33 +249,68 @@ def check_failure_alerts(instance: dg.DagsterInstance, run_id: str, settings: Al
     return alerts
 
 
+def alert_tick(
+    context: dg.SensorEvaluationContext,
+    event_types: Sequence[dg.DagsterEventType],
+    alerts_for: Callable[[dg.EventLogRecord], list[dict]],
+    settings: AlertSettings,
+    warehouse: WarehouseResource,
+) -> dg.SensorResult:
+    """One tick of an alert sensor: read the run events past the cursor, alert what they show
+    (once per key), deliver what is due, and hand the whole state back as the cursor.
+
+    The first tick (no cursor) only records the latest event: failures from before the
+    sensor existed are history, not news.
+    """
+    if context.cursor is None:
+        latest = latest_run_event_id(context.instance, event_types)
+        return dg.SensorResult(
+            skip_reason=f"Started after run event {latest}; earlier runs are not replayed.",
+            cursor=AlertState(after=latest).to_cursor(),
+        )
+    state = AlertState.from_cursor(context.cursor)
+    events = run_events_after(context.instance, event_types, state.after, RUNS_PER_TICK)
+    alerts = [(alert_key(message), message) for event in events for message in alerts_for(event)]
+    if events:
+        state.after = events[-1].storage_id
+    summary = deliver_alerts(state, alerts, settings, warehouse, context.log)
+    return dg.SensorResult(skip_reason=f"{len(events)} run event(s) read; {summary}", cursor=state.to_cursor())
+
+
+@dg.sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Posts an alert naming the job, partition, failed steps, error and run link when a run fails, "
+    "however it was launched (UI, schedule, sensor, CLI).",
+)
+def run_failure_alert_sensor(
+    context: dg.SensorEvaluationContext, alert_settings: AlertSettings, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    return alert_tick(
+        context,
+        [dg.DagsterEventType.RUN_FAILURE],
+        lambda failure: [run_failure_alert(context.instance, failure, alert_settings)],
+        alert_settings,
+        warehouse,
+    )
+
+
 @dg.sensor(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description="Posts an alert for every failed asset check of each run that ended since its last tick.",
 )
-def check_failure_alert_sensor(context: dg.SensorEvaluationContext, alert_settings: AlertSettings) -> dg.SensorResult:
-    """The cursor is the storage id of the last run-end event whose checks were read.
-
-    It follows run-end events, not check evaluation events: those can be queried across
-    runs only on some event log storages (not the default SQLite one), while run-end events
-    can be on every storage. A run's failed checks are alerted once the run has ended, and
-    evaluations reported outside a run are not seen. The first tick (no cursor) only records
-    the latest run end: failures from before the sensor existed are history, not news.
-    """
-    if context.cursor is None:
-        latest = latest_run_end_id(context.instance)
-        return dg.SensorResult(
-            skip_reason=f"Started after run-end event {latest}; earlier runs are not replayed.", cursor=str(latest)
-        )
-    cursor = int(context.cursor)
-    sent = 0
-    ended = runs_ended_after(context.instance, cursor, RUNS_PER_TICK)
-    for storage_id, run_id in ended:
-        for message in check_failure_alerts(context.instance, run_id, alert_settings):
-            send_alert(message, alert_settings.webhook_url, context.log, alert_settings.timeout_seconds)
-            sent += 1
-        cursor = storage_id
-    return dg.SensorResult(
-        skip_reason=f"{sent} failed check(s) alerted from {len(ended)} ended run(s).", cursor=str(cursor)
+def check_failure_alert_sensor(
+    context: dg.SensorEvaluationContext, alert_settings: AlertSettings, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    """Follows run-end events, not check evaluation events: those can be queried across runs
+    only on some event log storages (not the default SQLite one), while run-end events can on
+    every storage. A run's failed checks are alerted once the run has ended; evaluations
+    reported outside a run are not seen."""
+    return alert_tick(
+        context,
+        RUN_END_EVENTS,
+        lambda ended: check_failure_alerts(context.instance, ended.run_id, alert_settings),
+        alert_settings,
+        warehouse,
     )
