@@ -147,7 +147,7 @@ def load_snapshot(
         for entity, pull in pulls.items():
             run_sql_file(
                 connection,
-                SQL / "load_raw_snapshot.sql",
+                SQL / ("load_merged_raw_snapshot.sql" if pull.merged else "load_raw_snapshot.sql"),
                 {
                     "snapshot_date": snapshot_date,
                     "run_id": run_id,

@@ -19,7 +19,7 @@ A clean pass is the snapshot. Otherwise the endpoint is pulled again, at most
 - two passes whose only finding is the same set of ids served twice: those duplicates are
   the upstream's data, not our paging (core rejects them as duplicate_id);
 - two consecutive passes that both moved but share almost all their ids (an upstream that
-  changes continuously): their union by id, the later pass's version of a record winning.
+  changes continuously): their union, one record per id, the later pass's version winning.
   A record alive for the whole pull is skipped by a pass only when a deletion lands near
   its page boundary during that pass; it is missing from the union only if that happens
   in both passes;
@@ -103,7 +103,7 @@ class PassSummary:
 
 @dataclasses.dataclass
 class StagedPull:
-    """A verified pull, staged: load `files`; when merged, the rows of `winning_pass` win (see load_raw_snapshot.sql)."""
+    """A verified pull, staged: load `files`; when merged, the rows of `winning_pass` win (load_merged_raw_snapshot.sql)."""
 
     endpoint: str
     files: list[Path]
@@ -241,7 +241,13 @@ def pull_endpoint(
         pull_pass(client, endpoint, summary, stats)
         stats.seconds = time.monotonic() - started
         passes.append(summary)
-        decision = _decide(passes)
+        try:
+            decision = _decide(passes)
+        except InconsistentUpstream as problem:
+            raise MoovitamixApiError(
+                f"GET /{endpoint}: the upstream served the same inconsistent view on {number} passes, "
+                f"nothing moved between them: {problem}"
+            ) from None
         if decision is not None:
             winning, merged = decision
             moved = _records_moved(passes)
@@ -279,9 +285,21 @@ def _decide(passes: list[PassSummary]) -> Optional[tuple[PassSummary, bool]]:
     previous = passes[-2]
     if last.only_duplicates and previous.only_duplicates and last.duplicate_keys == previous.duplicate_keys:
         return last, False  # the upstream serves these ids twice, pass after pass: data, not paging
+    if _same_view(previous, last):
+        # Nothing moved between the passes, yet the view is inconsistent (a page short of
+        # records, a total that contradicts the pages): pulling again would see it again.
+        raise InconsistentUpstream("; ".join(last.problems))
     if _moving_but_alike(previous, last):
         return last, True
     return None
+
+
+class InconsistentUpstream(Exception):
+    """Two passes served the same inconsistent view: the upstream, not our timing, is at fault."""
+
+
+def _same_view(previous: PassSummary, last: PassSummary) -> bool:
+    return previous.keys == last.keys and previous.total == last.total and previous.problems == last.problems
 
 
 def _moving_but_alike(previous: PassSummary, last: PassSummary) -> bool:

@@ -5,14 +5,26 @@ import os
 import dagster as dg
 
 from moovitamix_assets.constants import CORE, RAW
+from moovitamix_assets.operations.executor import in_process_executor_with_recovery
 
 INGESTION_CRON_ENV = "MOOVITAMIX_INGESTION_CRON"
 DEFAULT_INGESTION_CRON = "0 2 * * *"
+
+# Run retries (the daemon re-executes a failed run; dagster.yaml enables them), the outer of two
+# layers: inside a run, the raw pull steps retry with exponential backoff (their RetryPolicy).
+# A retry starts at once, so it mostly helps when the run itself died (killed, out of memory)
+# or the step retries ran out; two bound the loop: a day that keeps failing stays failed.
+# FROM_FAILURE re-runs the steps that failed or never ran: a raw partition that landed is whole.
+DAILY_RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 
 daily_ingestion_job = dg.define_asset_job(
     name="daily_ingestion",
     description="Pull the day's snapshot of every endpoint, then rebuild the core tables and run their checks.",
     selection=dg.AssetSelection.groups(RAW, CORE),
+    tags=DAILY_RUN_RETRIES,
+    # Each run first ends the runs whose process died and frees their pool slots: a run from
+    # the CLI has no daemon sensor to do it, and would wait for a dead run's slot forever.
+    executor_def=in_process_executor_with_recovery,
 )
 
 
