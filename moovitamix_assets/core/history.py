@@ -176,6 +176,21 @@ def _day_counts(connection: duckdb.DuckDBPyConnection, day: dt.date, schema: str
 
 SAMPLE_SIZE = 10
 
+# Every audit, by history table: what passing means (the asset checks' descriptions).
+VERSION_AUDITS = {
+    "one_current_version_per_id": "At most one current version (valid_to NULL) per id.",
+    "no_overlapping_versions": "The versions of an id follow each other: no two valid on the same day.",
+    "current_versions_match_core": "The current versions are exactly the rows of core for the newest day applied.",
+}
+AUDITS = {
+    f"{USERS}_history": VERSION_AUDITS,
+    f"{TRACKS}_history": VERSION_AUDITS,
+    LISTEN_EVENTS: {
+        "listen_events_unique": "Every (user_id, position) once.",
+        "new_listen_events_match_growth": "The newest day's events are exactly the growth of the lists that only grew.",
+    },
+}
+
 
 @dataclasses.dataclass
 class HistoryFinding:
@@ -243,6 +258,21 @@ def audit_history(
     ))  # fmt: skip
     findings.append(_new_events_match_growth(connection, snapshot_date, core_schema))
     return findings
+
+
+class HistoryAuditError(RuntimeError):
+    """The history, with the day applied, fails an audit: the publish must roll back."""
+
+
+def apply_and_audit_history(connection: duckdb.DuckDBPyConnection, snapshot_date: dt.date, run_id: str) -> HistoryStats:
+    """apply_history, then every audit against the day staged, as blocking audits: what the
+    publish transaction runs. Raises HistoryAuditError when one fails, so that the caller's
+    transaction rolls back and neither core nor its history moves."""
+    stats = apply_history(connection, snapshot_date, run_id)
+    failed = failed_audits(audit_history(connection, snapshot_date, core_schema=STAGING_SCHEMA))
+    if failed:
+        raise HistoryAuditError(f"the history with {snapshot_date} applied fails its audits: " + " | ".join(failed))
+    return stats
 
 
 def failed_audits(findings: list[HistoryFinding]) -> list[str]:

@@ -3,4 +3,4 @@
 -- (snapshot_date=YYYY-MM-DD), record goes back from text to JSON.
 CREATE OR REPLACE TEMP VIEW {view} AS
 SELECT snapshot_date::DATE AS snapshot_date, page, position_in_page, record::JSON AS record
-FROM read_parquet({path}, hive_partitioning = true);
+FROM read_parquet({parquet_file}, hive_partitioning = true);
