@@ -40,10 +40,13 @@ def materialize_day(
     instance: Optional[dg.DagsterInstance] = None,
     raise_on_error: bool = True,
     quality_policy: Optional[QualityPolicy] = None,
+    selection: Optional[str] = None,
     **api_options,
 ) -> dg.ExecuteInProcessResult:
+    """selection narrows `assets` (e.g. "key:raw/users": one endpoint of the raw multi-asset)."""
     return dg.materialize(
         list(assets),
+        selection=selection,
         partition_key=snapshot_date,
         resources=resources(base_url, database, quality_policy, **api_options),
         instance=instance or dg.DagsterInstance.ephemeral(),
