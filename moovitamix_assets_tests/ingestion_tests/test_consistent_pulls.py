@@ -60,9 +60,14 @@ def test_a_burst_of_inserts_deletes_and_updates_mid_pull_is_pulled_again_exactly
     assert all(emails[i] != original.record("users", i)["email"] for i in updated)
     assert sum(emails[i] != original.record("users", i)["email"] for i in before - deleted) == 2
     metadata = {entity: materialized(result)[f"raw/{entity}"] for entity in ("users", "tracks", "listen_history")}
-    # Each first pass saw the total move under it; ids one pass saw and the other did not are counted.
-    assert {entity: m["pull_attempts"] for entity, m in metadata.items()} == dict.fromkeys(metadata, 2)
+    # A pass that saw the burst is pulled again (which endpoints did depends on how their
+    # first requests interleaved with request 5); what moved between passes is counted.
+    attempts = {entity: m["pull_attempts"] for entity, m in metadata.items()}
+    assert max(attempts.values()) == 2 and min(attempts.values()) >= 1, attempts
     assert sum(m["records_moved"] for m in metadata.values()) > 0
+    # Whichever way the requests interleaved, every endpoint is the upstream after the burst.
+    assert set(raw_ids(database, "tracks")) == set(log["alive"]["tracks"])
+    assert set(raw_ids(database, "listen_history")) == set(log["alive"]["listen_history"])
     assert scalar(database, "SELECT count(*) FROM core.users") == USERS_ON_DAY + 1
     assert scalar(database, "SELECT count(*) FROM core.listen_history WHERE user_id > 900000000") > 0
 

@@ -7,10 +7,11 @@ DELETE FROM {table} WHERE snapshot_date = getvariable('snapshot_date');
 
 INSERT INTO {table}
 WITH served AS (
-    SELECT staged.pass, staged.page, item.position_in_page, item.record,
-           staged.keys[item.position_in_page] AS key
-    FROM read_parquet(getvariable('staged_files')) AS staged,
-         unnest(CAST(staged.items_json AS JSON[])) WITH ORDINALITY AS item(record, position_in_page)
+    SELECT pass, page, generate_subscripts(items, 1) AS position_in_page, unnest(items) AS record,
+           unnest(keys) AS key
+    FROM (
+        SELECT pass, page, CAST(items_json AS JSON[]) AS items, keys FROM read_parquet(getvariable('staged_files'))
+    )
 )
 SELECT
     getvariable('snapshot_date'),

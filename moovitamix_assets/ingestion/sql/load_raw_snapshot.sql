@@ -4,13 +4,16 @@
 -- duplicates included: a clean pass's duplicates are the upstream's (core rejects them).
 DELETE FROM {table} WHERE snapshot_date = getvariable('snapshot_date');
 
+-- (Select-list unnest, not a lateral `unnest(...) WITH ORDINALITY`: DuckDB 2.0 runs the
+-- lateral form out of memory under a memory_limit, even on small inputs.)
 INSERT INTO {table}
 SELECT
     getvariable('snapshot_date'),
-    staged.page,
-    item.position_in_page,
-    item.record,
+    page,
+    generate_subscripts(items, 1) AS position_in_page,
+    unnest(items) AS record,
     getvariable('ingested_at'),
     getvariable('run_id')
-FROM read_parquet(getvariable('staged_files')) AS staged,
-     unnest(CAST(staged.items_json AS JSON[])) WITH ORDINALITY AS item(record, position_in_page);
+FROM (
+    SELECT page, CAST(items_json AS JSON[]) AS items FROM read_parquet(getvariable('staged_files'))
+);
