@@ -9,12 +9,12 @@ import pytest
 import requests
 
 from moovitamix_api.data import expected_counts
-from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import QualityPolicy
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets_tests.pipeline import (
     check_results,
     materialize_day,
+    materialized,
     query,
     scalar,
     table_fingerprint,
@@ -29,7 +29,7 @@ from moovitamix_assets_tests.reliability_tests.upstream import (
 
 DAY = "2026-11-01"
 ACCEPTED = None
-RAW_USERS, CORE_USERS = raw_snapshot_assets[0], core_assets[0]
+RAW_USERS = "key:raw/users"  # the one endpoint of the raw multi-asset these tests break
 # Every planted record is judged alone: no check may stop the run on their account.
 TOLERANT = QualityPolicy(max_duplicate_rate=1.0, max_orphan_rate=1.0, max_row_count_change=1e9)
 SQL_INJECTION = "Robert'); DROP TABLE core.users;--"
@@ -158,9 +158,9 @@ def test_every_planted_record_is_kept_or_rejected(planted):
     for entity in ("users", "tracks", "listen_history"):
         served = sum(1 for _, of, _, _ in PLANTED if of == entity)
         accepted = sum(1 for _, of, _, reason in PLANTED if of == entity and reason is ACCEPTED)
-        metadata = result.asset_materializations_for_node(f"core__{entity}")[0].metadata
-        assert (metadata["records_served"].value, metadata["records_accepted"].value) == (served, accepted), entity
-        assert metadata["records_rejected"].value == served - accepted
+        metadata = materialized(result)[f"core_staging/{entity}"]
+        assert (metadata["records_served"], metadata["records_accepted"]) == (served, accepted), entity
+        assert metadata["records_rejected"] == served - accepted
     assert scalar(database, "SELECT count(*) FROM core.tracks") == 2
     assert query(database, "SELECT duration_seconds FROM core.tracks ORDER BY track_id") == [(562,), (7200,)]
     listens = query(database, "SELECT user_id, list(track_id ORDER BY position) FROM core.listen_history GROUP BY 1 ORDER BY 1")
@@ -171,10 +171,10 @@ def test_planted_faults_are_reported_by_the_checks(planted):
     _, result = planted
     evaluations = check_results(result)
     for check in ("required_fields_present", "values_typed", "no_duplicate_ids", "fields_match_contract"):
-        assert not evaluations[("core/users", check)].passed, check
-    fields = evaluations[("core/users", "fields_match_contract")].metadata
+        assert not evaluations[("core_staging/users", check)].passed, check
+    fields = evaluations[("core_staging/users", "fields_match_contract")].metadata
     assert fields["fields_added"].value == {"favourite_genres": 1, "mood": 1}
-    assert not evaluations[("core/listen_history", "no_orphan_track_ids")].passed
+    assert not evaluations[("core_staging/listen_history", "no_orphan_track_ids")].passed
 
 
 def test_broken_bodies_are_retried_until_the_page_comes(emulator, emulator_settings, tmp_path):
@@ -183,9 +183,9 @@ def test_broken_bodies_are_retried_until_the_page_comes(emulator, emulator_setti
     result = materialize_day(base_url, database, DAY, backoff_factor=0.01)
     expected = expected_counts(emulator_settings)
     for entity in ("users", "tracks", "listen_history"):
-        metadata = result.asset_materializations_for_node(f"raw__{entity}")[0].metadata
-        assert metadata["records"].value == expected[entity]["served"]
-        assert metadata["retries"].value > 0
+        metadata = materialized(result)[f"raw/{entity}"]
+        assert metadata["records"] == expected[entity]["served"]
+        assert metadata["retries"] > 0
     assert scalar(database, "SELECT count(*) FROM core.listen_history") == expected["listen_history"]["listens"]
     assert scalar(database, "SELECT count(*) FROM quality.rejected_records") == 0
 
@@ -193,16 +193,22 @@ def test_broken_bodies_are_retried_until_the_page_comes(emulator, emulator_setti
 def test_bodies_never_json_fail_the_run_naming_endpoint_and_page(emulator, tmp_path):
     database = tmp_path / "warehouse.duckdb"
     base_url = emulator()
-    materialize_day(base_url, database, DAY, assets=[RAW_USERS])
+    materialize_day(base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS)
     before = table_fingerprint(database, "raw.users")
     requests.post(f"{base_url}/_admin/state", json={"bad_json_rate": 1.0}, timeout=10).raise_for_status()
     result = materialize_day(
-        base_url, database, DAY, assets=[RAW_USERS], raise_on_error=False, max_retries=2, backoff_factor=0.01
-    )
+        base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS,
+        raise_on_error=False, max_retries=2, backoff_factor=0.01,
+    )  # fmt: skip
     assert not result.success
     (failure,) = result.get_step_failure_events()
-    message = failure.event_specific_data.error.cause.message
-    assert message.startswith("moovitamix_assets.resources.api.MoovitamixApiError: GET /users page 1: body is not JSON")
+    error = failure.event_specific_data.error
+    assert error.message == "Exceeded max_retries of 2\n"  # the step itself was retried twice, with backoff
+    message = error.cause.message  # the step's own failure, after its last retry
+    assert message.startswith(
+        "dagster._core.definitions.events.Failure: 1 of 1 endpoint(s) failed (nothing was loaded: every endpoint "
+        "keeps its previous snapshot): GET /users page 1: body is not JSON"
+    )
     assert "after 2 retries" in message
     assert table_fingerprint(database, "raw.users") == before
 
@@ -219,26 +225,54 @@ def test_bodies_never_json_fail_the_run_naming_endpoint_and_page(emulator, tmp_p
 def test_bodies_that_are_json_but_not_pages_fail_naming_the_problem(tmp_path, body, problem):
     with serve_planted(PlantedUpstream({}, bodies={"users": body})) as base_url:
         result = materialize_day(
-            base_url, tmp_path / "warehouse.duckdb", DAY, assets=[RAW_USERS],
+            base_url, tmp_path / "warehouse.duckdb", DAY, assets=raw_snapshot_assets, selection=RAW_USERS,
             raise_on_error=False, max_retries=1, backoff_factor=0.01,
         )  # fmt: skip
     message = result.get_step_failure_events()[0].event_specific_data.error.cause.message
     assert f"GET /users page 1: {problem} after 1 retries" in message
 
 
-def test_a_page_far_larger_than_asked_is_stored_whole(tmp_path):
-    # The contract caps a page at `size` (100) records; this server sends 100,000 on page 1.
-    records = 100_000
+def test_a_page_far_larger_than_asked_fails_naming_it(tmp_path):
+    # The contract caps a page at `size` (100) records; this server sends 1,000 on page 1
+    # and says that is the only page. The pull cannot tell such paging from a moving
+    # upstream's, so it refuses it, naming it, and loads nothing.
+    records = 1_000
     body = json.dumps(
         {"items": [user(number) for number in range(1, records + 1)], "total": records, "page": 1, "size": 100, "pages": 1}
     ).encode()
     database = tmp_path / "warehouse.duckdb"
     with serve_planted(PlantedUpstream({}, bodies={"users": body})) as base_url:
+        result = materialize_day(
+            base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS, raise_on_error=False
+        )
+    assert not result.success
+    message = result.get_step_failure_events()[0].event_specific_data.error.cause.message
+    assert (
+        "GET /users: the upstream served the same inconsistent view on 2 passes, nothing moved between them: "
+        f"pages=1 does not match total={records} at size 100"
+    ) in message
+    assert not database.exists()  # the pull failed before the warehouse was ever opened
+    assert not list((tmp_path / "staging").iterdir())  # nothing staged is left behind
+
+
+def test_a_page_of_100000_records_is_stored_whole(tmp_path):
+    # A client that asks for 100,000 records a page gets them in one page (as the contract's
+    # `size` would, were it not capped at 100): one Parquet row of 100,000 records staged,
+    # unnested by DuckDB at the load; memory grows with the page, not the batch.
+    records = 100_000
+    body = json.dumps(
+        {"items": [user(number) for number in range(1, records + 1)], "total": records, "page": 1, "size": records, "pages": 1}
+    ).encode()
+    database = tmp_path / "warehouse.duckdb"
+    # Core is built from a complete day: one track and one history beside the 100,000 users.
+    upstream = PlantedUpstream({"tracks": [track(1)], "listen_history": [history(1, [1])]}, bodies={"users": body})
+    with serve_planted(upstream) as base_url:
         started = time.monotonic()
-        result = materialize_day(base_url, database, DAY, assets=[RAW_USERS, CORE_USERS])
+        result = materialize_day(base_url, database, DAY, page_size=records)
         seconds = time.monotonic() - started
-    metadata = result.asset_materializations_for_node("raw__users")[0].metadata
-    assert (metadata["records"].value, metadata["pages"].value, metadata["requests"].value) == (records, 1, 1)
+    metadata = materialized(result)["raw/users"]
+    # Two requests: the page, then page 1 again, which verifies that the pull saw one snapshot.
+    assert (metadata["records"], metadata["pages"], metadata["requests"]) == (records, 1, 2)
     assert query(database, "SELECT count(*), count(DISTINCT page), max(position_in_page) FROM raw.users") == [
         (records, 1, records)
     ]
@@ -253,8 +287,10 @@ def test_a_lone_surrogate_in_one_record_does_not_sink_the_snapshot(tmp_path):
     )
     database = tmp_path / "warehouse.duckdb"
     with serve_planted(PlantedUpstream({}, bodies={"users": body})) as base_url:
-        result = materialize_day(base_url, database, DAY, assets=[RAW_USERS], raise_on_error=False)
+        result = materialize_day(
+            base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS, raise_on_error=False
+        )
     assert result.success, result.get_step_failure_events()[0].event_specific_data.error.cause.message
     assert scalar(database, "SELECT count(*) FROM raw.users") == 2
     assert scalar(database, "SELECT record->>'first_name' FROM raw.users WHERE (record->>'id')::INT = 2") == "Ada \ufffd"
-    assert result.asset_materializations_for_node("raw__users")[0].metadata["replaced_characters"].value == 1
+    assert materialized(result)["raw/users"]["replaced_characters"] == 1
