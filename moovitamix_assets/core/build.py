@@ -28,6 +28,8 @@ from moovitamix_assets.resources.warehouse import raw_table, run_sql_file, table
 SQL = Path(__file__).parent / "sql"
 
 STAGING_SCHEMA = CORE_STAGING
+# Scratch tables of one endpoint's typing (type_*.sql) and dedup (dedupe.sql), dropped once staged.
+SCRATCH_TYPED, SCRATCH_DEDUPED = f"{CORE_STAGING}.typed", f"{CORE_STAGING}.deduped"
 
 # The kinds of reason a record is rejected for (macros.sql and dedupe.sql give them).
 REASON_KINDS = (
@@ -96,35 +98,42 @@ def stage_core_tables(
     run_id: str,
     sources: Optional[Mapping[str, str]] = None,
 ) -> dict[str, CoreBuild]:
-    """Types one day of every endpoint into core_staging.*, rejected records into quality, in one transaction.
+    """Types one day of every endpoint into core_staging.*, its rejected records into quality.
 
     sources: {entity: relation} with columns (snapshot_date, page, position_in_page,
     record); raw.<entity> by default (the history backfill passes views of the lake).
+
+    One transaction per endpoint, not one for all three: DuckDB keeps a transaction's new
+    tables in memory until it commits, and a day of listens does not fit in the memory
+    limit. A failure between two endpoints leaves staging holding two days, which
+    publish refuses (staged_snapshot_date); the next staging replaces them.
     """
     builds = {}
-    with transaction(connection):
-        run_sql_file(connection, SQL / "macros.sql")
-        for entity in ENTITIES:
-            variables = {"snapshot_date": snapshot_date, "entity": entity, "run_id": run_id}
-            source = (sources or {}).get(entity, raw_table(entity))
-            run_sql_file(connection, SQL / f"type_{entity}.sql", variables, source=source)
+    run_sql_file(connection, SQL / "macros.sql")
+    for entity in ENTITIES:
+        variables = {"snapshot_date": snapshot_date, "entity": entity, "run_id": run_id}
+        source = (sources or {}).get(entity, raw_table(entity))
+        run_sql_file(connection, SQL / f"type_{entity}.sql", variables, source=source)
+        with transaction(connection):
             run_sql_file(connection, SQL / "dedupe.sql", variables)
-            run_sql_file(connection, SQL / f"stage_{entity}.sql", variables)
-            builds[entity] = _summarise(connection, entity, snapshot_date)
+        run_sql_file(connection, SQL / f"stage_{entity}.sql", variables)
+        builds[entity] = _summarise(connection, entity, snapshot_date)
+    for scratch in (SCRATCH_TYPED, SCRATCH_DEDUPED):
+        connection.execute(f"DROP TABLE IF EXISTS {scratch}")
     return builds
 
 
 def _summarise(connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: dt.date) -> CoreBuild:
     (served, accepted) = connection.execute(
-        "SELECT count(*), count(*) FILTER (WHERE final_reason IS NULL) FROM staged"
+        f"SELECT count(*), count(*) FILTER (WHERE final_reason IS NULL) FROM {SCRATCH_DEDUPED}"
     ).fetchall()[0]
     (rows,) = connection.execute(f"SELECT count(*) FROM {staging_table(entity)}").fetchall()[0]
     # A record may carry several reasons: each reason code counts the records that carry it.
     rejected_by_reason = dict(
         connection.execute(
-            """
+            f"""
             SELECT reason, count(*)
-            FROM staged, unnest(string_split(final_reason, '; ')) AS r(reason)
+            FROM {SCRATCH_DEDUPED}, unnest(string_split(final_reason, '; ')) AS r(reason)
             GROUP BY reason
             ORDER BY reason
             """

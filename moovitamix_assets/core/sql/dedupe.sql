@@ -1,7 +1,7 @@
 -- Runs after type_<entity>.sql. Among the usable records of one id, the one with the
 -- latest updated_at is kept (on a tie, the one served last); the others are rejected as
 -- duplicate_id. Every served record then is either accepted or in rejected_records.
-CREATE OR REPLACE TEMP TABLE staged AS
+CREATE OR REPLACE TABLE core_staging.deduped AS
 SELECT
     *,
     CASE
@@ -11,7 +11,7 @@ SELECT
             ORDER BY updated_at DESC, served_position DESC
         ) > 1 THEN 'duplicate_id'
     END AS final_reason
-FROM typed;
+FROM core_staging.typed;
 
 CREATE SCHEMA IF NOT EXISTS quality;
 CREATE TABLE IF NOT EXISTS quality.rejected_records (
@@ -36,7 +36,7 @@ SELECT
     final_reason,
     getvariable('run_id'),
     timezone('UTC', now())  -- UTC wall time whatever the session's zone
-FROM staged
+FROM core_staging.deduped
 WHERE final_reason IS NOT NULL;
 
 -- The descriptions the catalogue carries (docs/schema.md is generated from them).

@@ -8,5 +8,5 @@ CREATE OR REPLACE TABLE core_staging.listen_history AS
 SELECT record_key AS user_id, generate_subscripts(items, 1)::INTEGER AS position, unnest(items) AS track_id,
        created_at AS history_created_at, updated_at AS history_updated_at,
        getvariable('snapshot_date')::DATE AS snapshot_date
-FROM staged
+FROM core_staging.deduped
 WHERE final_reason IS NULL;
