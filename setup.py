@@ -14,12 +14,14 @@ setup(
         "pandas>=2.2,<3",
         "pyarrow>=15",
         "requests>=2.31",
+        "orjson>=3.9",
         "urllib3>=2",
         "numpy>=1.26",
         "scipy>=1.11",
         "implicit>=0.7.2,<0.8",
         "threadpoolctl>=3.1",
         "matplotlib>=3.8",
+        "psutil>=5.9",  # the recovery of dead runs checks their worker processes
     ],
     extras_require={
         # The emulator of the upstream API (moovitamix_api) and everything the tests and
@@ -29,8 +31,20 @@ setup(
             "fastapi>=0.110",
             "uvicorn>=0.29",
             "pytest>=8",
-            "psutil>=5.9",
+        ],
+        # The recommendations service (moovitamix_serving, `moovitamix-recs`): its own process,
+        # never imported by the code location. uvloop and httptools carry its request rate.
+        "serving": [
+            "fastapi>=0.110",
+            "uvicorn>=0.29",
+            "uvloop>=0.19",
+            "httptools>=0.6",
         ],
     },
-    entry_points={"console_scripts": ["moovitamix-api=moovitamix_api.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "moovitamix-api=moovitamix_api.cli:main",
+            "moovitamix-recs=moovitamix_serving.cli:main",
+        ]
+    },
 )

@@ -8,12 +8,13 @@ keeps its previous rows (or none) for every endpoint.
 """
 
 import datetime as dt
+import fcntl
 import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import IO, Iterator, Mapping
 
 import dagster as dg
 import duckdb
@@ -62,6 +63,27 @@ class RawStaging(dg.ConfigurableResource):
     def run_directory(self, run_id: str) -> Path:
         return Path(self.root) / run_id
 
+    def lock_path(self, run_id: str) -> Path:
+        return Path(self.root) / f"{run_id}.lock"
+
+    def claim(self, run_id: str) -> IO:
+        """Holds the run's staging with an advisory lock (<root>/<run_id>.lock) until release().
+
+        The lock dies with the process, SIGKILL included, so a sweep tells a live pull from
+        a dead one by it, whatever Dagster instance each run is on: a run's status cannot
+        (an ephemeral instance knows no other run; a killed run stays STARTED for a while).
+        """
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        lock = open(self.lock_path(run_id), "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return lock
+
+    def release(self, run_id: str, lock: IO) -> None:
+        """Removes the run's staged files and its lock."""
+        shutil.rmtree(self.run_directory(run_id), ignore_errors=True)
+        self.lock_path(run_id).unlink(missing_ok=True)
+        lock.close()
+
 
 def raw_staging_from_env() -> RawStaging:
     return RawStaging(root=os.getenv(STAGING_PATH_ENV, DEFAULT_STAGING_PATH))
@@ -94,17 +116,22 @@ def check_partition_date(partition_key: str, policy: SnapshotPolicy, today: dt.d
 
 
 
-def sweep_staging(staging: RawStaging, instance: dg.DagsterInstance, current_run_id: str) -> list[str]:
-    """Removes the staged files of runs that are no longer in progress (killed, failed, finished)."""
+def sweep_staging(staging: RawStaging, current_run_id: str) -> list[str]:
+    """Removes the staged files of runs no longer in progress (killed, failed, finished): those whose lock is free."""
     root = Path(staging.root)
+    run_ids = sorted({path.name.removesuffix(".lock") for path in root.iterdir()}) if root.exists() else []
     swept = []
-    for directory in sorted(root.glob("*")) if root.exists() else []:
-        if not directory.is_dir() or directory.name == current_run_id:
+    for run_id in run_ids:
+        if run_id == current_run_id:
             continue
-        run = instance.get_run_by_id(directory.name)
-        if run is None or run.is_finished:
-            shutil.rmtree(directory, ignore_errors=True)
-            swept.append(directory.name)
+        with open(staging.lock_path(run_id), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a pull in progress, in this process or another
+            shutil.rmtree(staging.run_directory(run_id), ignore_errors=True)
+            staging.lock_path(run_id).unlink(missing_ok=True)
+        swept.append(run_id)
     return swept
 
 
@@ -197,12 +224,13 @@ def raw_snapshots(
     snapshot_date = dt.date.fromisoformat(context.partition_key)
     run_id = context.run.run_id
     entities = [entity for entity in ENTITIES if dg.AssetKey([RAW, entity]) in context.selected_asset_keys]
-    swept = sweep_staging(raw_staging, context.instance, run_id)
-    if swept:
-        context.log.info(f"removed the staged files of {len(swept)} run(s) no longer in progress: {swept}")
-    directory = raw_staging.run_directory(run_id)
-    started = time.monotonic()
+    staging_lock = raw_staging.claim(run_id)
     try:
+        swept = sweep_staging(raw_staging, run_id)
+        if swept:
+            context.log.info(f"removed the staged files of {len(swept)} run(s) no longer in progress: {swept}")
+        started = time.monotonic()
+        directory = raw_staging.run_directory(run_id)
         pulls = pull_endpoints(api, entities, directory, raw_staging.max_pull_attempts, context.log)
         pulled = time.monotonic()
         with warehouse.get_connection() as connection:
@@ -234,7 +262,7 @@ def raw_snapshots(
                 record_asset_metrics(connection, run_id, f"{RAW}/{entity}", context.partition_key, metadata)
                 results.append(dg.MaterializeResult(asset_key=[RAW, entity], metadata=metadata))
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        raw_staging.release(run_id, staging_lock)
     yield from results
 
 

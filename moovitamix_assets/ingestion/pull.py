@@ -58,14 +58,16 @@ STAGED_SCHEMA = pa.schema(
     [
         ("pass", pa.int32()),
         ("page", pa.int32()),
-        ("items_json", pa.string()),  # the page's items, one JSON array, in served order
+        ("page_json", pa.string()),  # the page's body as received: {"items": [...], "total": ...}
         ("keys", pa.list_(pa.int64())),  # each item's id (None when not a usable integer)
     ]
 )
 
 # Lone UTF-16 surrogates: valid in JSON ("\ud83c", half an emoji) but not in UTF-8, so
-# neither Parquet nor DuckDB would take the text. Python's json pairs the halves that
-# match; what is left alone is replaced with U+FFFD and counted.
+# neither Parquet nor DuckDB would take the text. A page whose body escapes any surrogate
+# is re-encoded from its parsed items: Python's json pairs the halves that match; what is
+# left alone is replaced with U+FFFD and counted. Every other page is staged as received.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 INT64_MAX = 2**63 - 1
@@ -161,6 +163,16 @@ def verify_pass(
     return problems
 
 
+def staged_text(page: Page) -> tuple[str, int]:
+    """The page as it is staged, and how many lone surrogates were replaced in it."""
+    if page.raw and not SURROGATE_ESCAPE.search(page.raw):
+        try:
+            return page.raw.decode("utf-8"), 0
+        except UnicodeDecodeError:
+            pass
+    return LONE_SURROGATE.subn("\ufffd", json.dumps({"items": page.items}, ensure_ascii=False))
+
+
 class PassWriter:
     """Writes one pass's pages to a Parquet file in bounded batches."""
 
@@ -178,9 +190,9 @@ class PassWriter:
         self.summary.records += len(page.items)
         if not page.items:
             return
-        text, replaced = LONE_SURROGATE.subn("\ufffd", json.dumps(page.items, ensure_ascii=False))
+        text, replaced = staged_text(page)
         self.summary.replaced_characters += replaced
-        for name, value in (("pass", self.summary.number), ("page", page.number), ("items_json", text), ("keys", keys)):
+        for name, value in (("pass", self.summary.number), ("page", page.number), ("page_json", text), ("keys", keys)):
             self.buffer[name].append(value)
         self.buffered += len(page.items)
         if self.buffered >= BATCH_RECORDS:

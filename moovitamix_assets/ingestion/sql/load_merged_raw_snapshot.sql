@@ -10,7 +10,7 @@ WITH served AS (
     SELECT pass, page, generate_subscripts(items, 1) AS position_in_page, unnest(items) AS record,
            unnest(keys) AS key
     FROM (
-        SELECT pass, page, CAST(items_json AS JSON[]) AS items, keys FROM read_parquet(getvariable('staged_files'))
+        SELECT pass, page, json_extract(page_json, '$.items[*]') AS items, keys FROM read_parquet(getvariable('staged_files'))
     )
 )
 SELECT

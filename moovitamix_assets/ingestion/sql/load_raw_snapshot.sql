@@ -1,6 +1,6 @@
 -- Loads one endpoint's staged pull (ingestion/pull.py), one verified pass, as the day's
 -- rows of {table}, inside the day's load transaction. Each staged Parquet row is one
--- page: its items as one JSON array and their ids. Every record is kept as served,
+-- page: its body as received and its items' ids. Every record is kept as served,
 -- duplicates included: a clean pass's duplicates are the upstream's (core rejects them).
 DELETE FROM {table} WHERE snapshot_date = getvariable('snapshot_date');
 
@@ -15,5 +15,5 @@ SELECT
     getvariable('ingested_at'),
     getvariable('run_id')
 FROM (
-    SELECT page, CAST(items_json AS JSON[]) AS items FROM read_parquet(getvariable('staged_files'))
+    SELECT page, json_extract(page_json, '$.items[*]') AS items FROM read_parquet(getvariable('staged_files'))
 );
