@@ -17,14 +17,15 @@ install: $(STAMP)
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,serving]"
 	touch $(STAMP)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-# The emulated API on 127.0.0.1:8000 and the Dagster UI on 127.0.0.1:3000; Ctrl-C stops both.
+# The emulated API on 127.0.0.1:8000, the Dagster UI on 127.0.0.1:3000 and the recommendations
+# service on 127.0.0.1:8001 (MOOVITAMIX_RECS_PORT); Ctrl-C stops all three.
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	bash scripts/dev.sh
 

@@ -10,6 +10,7 @@ from moovitamix_assets.ml.checks import ml_checks
 from moovitamix_assets.ml.rollback import rollback_champion
 from moovitamix_assets.ml.schedules import retrain_recommender_job, weekly_retrain_schedule
 from moovitamix_assets.ml.sensors import recommender_drift_sensor
+from moovitamix_assets.ml.serving import serving_snapshot
 from moovitamix_assets.monitoring.alerts import check_failure_alert_sensor, run_failure_alert_sensor
 from moovitamix_assets.monitoring.freshness import with_daily_freshness
 from moovitamix_assets.monitoring.health import pipeline_health
@@ -27,13 +28,14 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Rebuilds core tables after a raw snapshot lands and recommendations after core or a new champion.",
+    description="Rebuilds core tables after a raw snapshot lands, recommendations after core or a new champion, "
+    "and publishes the serving snapshot once the recommendations' checks passed.",
 )
 
 defs = dg.Definitions(
     assets=[
         *raw_snapshot_assets,
-        *with_daily_freshness([*core_assets, user_recommendations]),
+        *with_daily_freshness([*core_assets, user_recommendations, serving_snapshot]),
         training_set,
         recommender_model,
         raw_snapshot_parquet,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from moovitamix_assets.ml.checks import MODEL_KEY, check_champion_beats_popularity
 from moovitamix_assets.ml.registry import current_champion, rollback_to
+from moovitamix_assets.ml.serving import ServingStore, serve_kept_version_of
 from moovitamix_assets.monitoring.metrics import record_check_results
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource
 
@@ -15,15 +16,22 @@ class RollbackConfig(dg.Config):
 
 @dg.op(pool=DUCKDB_POOL)
 def rollback_to_version(
-    context: dg.OpExecutionContext, config: RollbackConfig, warehouse: WarehouseResource
+    context: dg.OpExecutionContext,
+    config: RollbackConfig,
+    warehouse: WarehouseResource,
+    serving_store: ServingStore,
 ) -> None:
     """Crowns the given model version, then records a new ml/recommender_model materialization
     and judges it with the champion_beats_popularity check.
 
     The materialization is what the automation sensor watches: the recommendations, eager on
     ml/recommender_model once its blocking check passed for that materialization, are
-    recomputed with the restored champion. A restored champion worse than popularity fails
-    the check and the recommendations stay as they are.
+    recomputed with the restored champion, and ml/serving_snapshot republishes them once
+    their checks passed. Meanwhile the app gets the restored model at once when the serving
+    store still keeps a version it made: the manifest points back at it (lists from an
+    earlier snapshot date, until the recomputed ones are published). A restored champion
+    worse than popularity fails the check; the recommendations and what the app is served
+    stay as they are.
     """
     with warehouse.get_connection() as connection:
         previous = current_champion(connection)
@@ -61,11 +69,19 @@ def rollback_to_version(
     )
     if not check.passed:
         context.log.warning(f"{entry.version} is the champion but does not beat popularity: recommendations are held.")
+        return
+    served = serve_kept_version_of(serving_store, entry.version)
+    context.log.info(
+        f"the app is served version {served} of {serving_store.path}, made by {entry.version}, until the recomputed lists are published"
+        if served
+        else f"no kept serving version was made by {entry.version}: the app is served the recomputed lists once published"
+    )
 
 
 @dg.job(
-    description="Makes an earlier model version the champion again (config: version, reason); "
-    "the recommendations follow through the automation sensor."
+    description="Makes an earlier model version the champion again (config: version, reason) and serves "
+    "a kept serving version it made, if any; the recommendations and the serving snapshot follow "
+    "through the automation sensor."
 )
 def rollback_champion() -> None:
     rollback_to_version()

@@ -1,6 +1,7 @@
 """The resources every asset gets: the one list of them, and its values from the environment."""
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -9,6 +10,7 @@ from moovitamix_assets.core.checks import QualityPolicy
 from moovitamix_assets.ingestion.assets import RawStaging, SnapshotPolicy, raw_staging_from_env
 from moovitamix_assets.ml.registry import ModelStore, model_store_from_env
 from moovitamix_assets.ml.sensors import DriftPolicy
+from moovitamix_assets.ml.serving import ServingStore, serving_store_from_env
 from moovitamix_assets.monitoring.alerts import AlertSettings, alert_settings_from_env
 from moovitamix_assets.monitoring.lake import LakeResource, lake_from_env
 from moovitamix_assets.resources.api import MoovitamixApiResource
@@ -29,6 +31,7 @@ def pipeline_resources(
     alert_settings: Optional[AlertSettings] = None,
     quality_policy: Optional[QualityPolicy] = None,
     raw_staging: Optional[RawStaging] = None,
+    serving_store: Optional[ServingStore] = None,
     allow_any_snapshot_date: bool = False,
 ) -> dict[str, dg.ConfigurableResource]:
     """Every resource key the assets, checks and sensors ask for; the policies at their defaults
@@ -43,6 +46,9 @@ def pipeline_resources(
         "drift_policy": DriftPolicy(),
         "alert_settings": alert_settings or AlertSettings(),
         "lake": lake or LakeResource(),
+        # By default beside the model artefacts (data/models -> data/serving), so a test's
+        # temporary model directory brings its own serving folder.
+        "serving_store": serving_store or ServingStore(path=str(Path(model_store.directory).parent / "serving")),
     }
 
 
@@ -58,5 +64,6 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         lake=lake_from_env(),
         raw_staging=raw_staging_from_env(),
         alert_settings=alert_settings_from_env(),
+        serving_store=serving_store_from_env(),
         allow_any_snapshot_date=os.getenv(ALLOW_ANY_SNAPSHOT_DATE_ENV) == "1",
     )

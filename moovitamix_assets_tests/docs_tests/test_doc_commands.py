@@ -44,6 +44,9 @@ COVERED = {
     "make ingest": "moovitamix_assets_tests/test_make_dev.py::test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c",
     "make test": ".ci/run",
     **{" ".join(command.split()): CLI_TEST for command in README_COMMANDS},
+    'curl -s "http://127.0.0.1:8001/users/42/recommendations?k=3"': (
+        "moovitamix_assets_tests/serving_tests/test_service.py::test_the_readmes_curl_runs_as_written"
+    ),
     ".venv/bin/python scripts/generate_schema_doc.py": (
         "moovitamix_assets_tests/docs_tests/test_schema_doc.py::test_schema_doc_matches_a_freshly_materialized_warehouse"
     ),
