@@ -10,11 +10,12 @@ from moovitamix_assets.operations.executor import in_process_executor_with_recov
 INGESTION_CRON_ENV = "MOOVITAMIX_INGESTION_CRON"
 DEFAULT_INGESTION_CRON = "0 2 * * *"
 
-# Run retries (the daemon re-executes a failed run; dagster.yaml enables them), the outer of two
-# layers: inside a run, the raw pull steps retry with exponential backoff (their RetryPolicy).
-# A retry starts at once, so it mostly helps when the run itself died (killed, out of memory)
-# or the step retries ran out; two bound the loop: a day that keeps failing stays failed.
-# FROM_FAILURE re-runs the steps that failed or never ran: a raw partition that landed is whole.
+# Run retries (the daemon re-executes a failed run; dagster.yaml enables them): the outer of
+# three layers, inside which the client retries each request and the raw pull step retries
+# with exponential backoff (its RetryPolicy). A run retry starts at once, so it serves when the
+# run itself died (killed, out of memory) or the step's retries ran out; two bound the loop:
+# a day that keeps failing stays failed. FROM_FAILURE re-runs the steps that failed or never
+# ran: a raw partition that landed is whole, and kept.
 DAILY_RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 
 daily_ingestion_job = dg.define_asset_job(

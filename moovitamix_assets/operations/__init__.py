@@ -1,0 +1,1 @@
+"""Keeping the Dagster instance itself healthy: recovery from runs whose process died."""
