@@ -3,7 +3,7 @@
 `core_staging` types the newest complete raw day into core_staging.users / tracks /
 listen_history and audits them (checks.py) in the same step; a failed gate fails the
 step, so `core` does not run. `core` copies the three staged tables into core.* in one
-transaction, after running the gates once more itself.
+transaction, after checking that staging recorded every gate of that day as passed.
 """
 
 import time
@@ -20,7 +20,14 @@ from moovitamix_assets.core.build import (
     staged_snapshot_date,
     staging_table,
 )
-from moovitamix_assets.core.checks import QualityPolicy, audit_entity, blocking_audit, check_specs
+from moovitamix_assets.core.checks import (
+    QualityPolicy,
+    audit_entity,
+    check_specs,
+    record_gates,
+    recorded_gate_failures,
+    start_audit,
+)
 from moovitamix_assets.monitoring.metrics import record_asset_metrics, record_check_results
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
 
@@ -79,6 +86,7 @@ def core_staging(
                 f"{choice.newest_pulled} lacks {', '.join(choice.missing)}: staging {choice.staged}, the newest "
                 "complete day, and refusing to publish (snapshot_complete)."
             )
+        start_audit(connection)
         builds = stage_core_tables(connection, choice.staged, run_id)
         seconds = time.monotonic() - started
         results = []
@@ -89,6 +97,7 @@ def core_staging(
                     f"rejected: {build.rejected_by_reason}; see quality.rejected_records."
                 )
             checks = record_check_results(connection, run_id, audit_entity(connection, entity, choice, quality_policy))
+            record_gates(connection, choice.staged, checks, run_id)
             metadata = {
                 "dagster/row_count": build.rows,
                 "dagster/table_name": staging_table(entity),
@@ -125,9 +134,7 @@ def core_staging(
     ],
     pool=DUCKDB_POOL,
 )
-def core(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, quality_policy: QualityPolicy
-) -> Iterator[dg.MaterializeResult]:
+def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
     """Publishes the audited staged day into core.users, core.tracks and core.listen_history, in one transaction."""
     started = time.monotonic()
     with warehouse.get_connection() as connection:
@@ -138,7 +145,7 @@ def core(
                 f"core_staging holds {staged} but the newest complete day is {choice.staged}: "
                 "materialize core_staging again before publishing."
             )
-        rows = publish_core_tables(connection, lambda c: blocking_audit(c, choice, quality_policy))
+        rows = publish_core_tables(connection, lambda c, day: recorded_gate_failures(c, day))
         seconds = time.monotonic() - started
         results = []
         for entity in ENTITIES:

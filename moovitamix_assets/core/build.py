@@ -3,7 +3,7 @@
 Write-audit-publish. `stage_core_tables` types the three endpoints of ONE day into
 core_staging.* (rejected records set aside with their reasons); the checks run on staging;
 `publish_core_tables` copies all three into core.* in one transaction, after checking
-once more that the staged day passed every blocking audit. Anything reading core.* sees
+that the staged day passed every gate its staging recorded. Anything reading core.* sees
 the previous day or the new one whole, never a day that failed an audit, never tables of
 two different days.
 """
@@ -28,8 +28,10 @@ from moovitamix_assets.resources.warehouse import raw_table, run_sql_file, table
 SQL = Path(__file__).parent / "sql"
 
 STAGING_SCHEMA = CORE_STAGING
-# Scratch tables of one endpoint's typing (type_*.sql) and dedup (dedupe.sql), dropped once staged.
-SCRATCH_TYPED, SCRATCH_DEDUPED = f"{CORE_STAGING}.typed", f"{CORE_STAGING}.deduped"
+# Scratch of one endpoint's typing (type_*.sql) and dedup (dedupe.sql), dropped once staged:
+# the typed records, the records a later version superseded, and the view of the decisions.
+SCRATCH_TABLES = (f"{CORE_STAGING}.typed", f"{CORE_STAGING}.superseded")
+SCRATCH_DEDUPED = f"{CORE_STAGING}.deduped"
 
 # The kinds of reason a record is rejected for (macros.sql and dedupe.sql give them).
 REASON_KINDS = (
@@ -118,7 +120,8 @@ def stage_core_tables(
             run_sql_file(connection, SQL / "dedupe.sql", variables)
         run_sql_file(connection, SQL / f"stage_{entity}.sql", variables)
         builds[entity] = _summarise(connection, entity, snapshot_date)
-    for scratch in (SCRATCH_TYPED, SCRATCH_DEDUPED):
+    connection.execute(f"DROP VIEW IF EXISTS {SCRATCH_DEDUPED}")
+    for scratch in SCRATCH_TABLES:
         connection.execute(f"DROP TABLE IF EXISTS {scratch}")
     return builds
 
@@ -163,20 +166,20 @@ def staged_snapshot_date(connection: duckdb.DuckDBPyConnection) -> Optional[dt.d
 
 def publish_core_tables(
     connection: duckdb.DuckDBPyConnection,
-    blocking_audit: Callable[[duckdb.DuckDBPyConnection], list[str]],
+    gate_failures: Callable[[duckdb.DuckDBPyConnection, dt.date], list[str]],
     within_transaction: Optional[Callable[[duckdb.DuckDBPyConnection, dt.date], None]] = None,
 ) -> dict[str, int]:
     """Copies core_staging.* into core.* in one transaction, refusing when a blocking audit fails.
 
-    blocking_audit(connection) returns what failed (empty when the staged day may be
-    published); it is run here again, so that no way of launching this step can publish a
+    gate_failures(connection, day) returns what keeps the staged day from being published
+    (empty when it may be): read here, so that no way of launching this step can publish a
     day that failed. within_transaction(connection, day) runs inside the same transaction
     (the history update), so core and its history move together.
     """
     day = staged_snapshot_date(connection)
     if day is None:
         raise dg.Failure(f"nothing staged in {STAGING_SCHEMA}: materialize the core staging assets first.")
-    failures = blocking_audit(connection)
+    failures = gate_failures(connection, day)
     if failures:
         raise dg.Failure(
             f"the staged snapshot {day} failed its blocking audits, core stays as it was: " + " | ".join(failures)

@@ -22,9 +22,9 @@ import duckdb
 
 from moovitamix_assets.constants import CORE_STAGING
 from moovitamix_assets.contract import CONTRACT_FIELDS, ENTITIES, KEY_COLUMN, KEY_FIELD, LISTEN_HISTORY, TRACKS, USERS
-from moovitamix_assets.core.build import SnapshotChoice, staging_table
+from moovitamix_assets.core.build import SQL, SnapshotChoice, staging_table
 from moovitamix_assets.ingestion.snapshots import SNAPSHOT_MANIFEST, latest_complete_snapshot
-from moovitamix_assets.resources.warehouse import REJECTED_RECORDS, raw_table
+from moovitamix_assets.resources.warehouse import REJECTED_RECORDS, raw_table, run_sql_file, table_exists, utc_now
 
 SAMPLE_SIZE = 10
 
@@ -126,10 +126,17 @@ def rejected(
 def duplicates(connection: duckdb.DuckDBPyConnection, entity: str, snapshot_date: dt.date) -> tuple[Finding, int]:
     """Duplicate records rejected, plus any duplicate key left in staging (never expected)."""
     finding, _ = rejected(connection, entity, snapshot_date, ["duplicate_id"])
-    key = "user_id, position" if entity == LISTEN_HISTORY else KEY_COLUMN[entity]
-    (left,) = connection.execute(
-        f"SELECT count(*) FROM (SELECT {key} FROM {staging_table(entity)} GROUP BY ALL HAVING count(*) > 1)"
-    ).fetchall()[0]
+    if entity == LISTEN_HISTORY:
+        # Positions are 1..n per history: (user_id, position) repeats exactly when a user's
+        # rows outnumber their last position. Grouping by user scans the listens once and
+        # keeps a group per user, not one per listen.
+        duplicate_groups = (
+            f"SELECT user_id FROM {staging_table(entity)} GROUP BY user_id HAVING count(*) <> max(position)"
+        )
+    else:
+        key = KEY_COLUMN[entity]
+        duplicate_groups = f"SELECT {key} FROM {staging_table(entity)} GROUP BY {key} HAVING count(*) > 1"
+    (left,) = connection.execute(f"SELECT count(*) FROM ({duplicate_groups})").fetchall()[0]
     return Finding(finding.count + left, finding.of, finding.sample), left
 
 
@@ -303,40 +310,24 @@ def check_orphans(connection, key_column: str, parent: str, policy: QualityPolic
 
 
 def audit_entity(
-    connection: duckdb.DuckDBPyConnection,
-    entity: str,
-    choice: SnapshotChoice,
-    policy: QualityPolicy,
-    gates_only: bool = False,
+    connection: duckdb.DuckDBPyConnection, entity: str, choice: SnapshotChoice, policy: QualityPolicy
 ) -> list[dg.AssetCheckResult]:
-    """Every check of one staged core table, reports and gates (or the gates alone, for publish)."""
+    """Every check of one staged core table, gates and reports."""
     day = choice.staged
     results = [
         check_snapshot_complete(entity, choice),
         check_volume(connection, entity, day, policy),
         *check_duplicates(connection, entity, day, policy),
-    ]
-    if entity == LISTEN_HISTORY:
-        for key_column, parent in ORPHAN_KEYS:
-            results += check_orphans(connection, key_column, parent, policy)
-    if gates_only:
-        return [result for result in results if result.severity == dg.AssetCheckSeverity.ERROR]
-    return results + [
         check_required_fields(connection, entity, day),
         check_values_typed(connection, entity, day),
         check_updated_after_created(connection, entity),
         check_row_count_stable(connection, entity, day, policy),
         check_fields_match_contract(connection, entity, day),
     ]
-
-
-def failed_gates(results: Sequence[dg.AssetCheckResult]) -> list[str]:
-    """The messages of the gate checks that failed."""
-    return [
-        f"{result.asset_key.to_user_string()} {result.check_name}: {result.description}"
-        for result in results
-        if not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
-    ]
+    if entity == LISTEN_HISTORY:
+        for key_column, parent in ORPHAN_KEYS:
+            results += check_orphans(connection, key_column, parent, policy)
+    return results
 
 
 def check_specs(entity: str) -> list[dg.AssetCheckSpec]:
@@ -365,8 +356,42 @@ def check_specs(entity: str) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-def blocking_audit(connection: duckdb.DuckDBPyConnection, choice: SnapshotChoice, policy: QualityPolicy) -> list[str]:
-    """What fails among the gates of every staged table (empty when the day may be published)."""
-    return failed_gates(
-        [result for entity in ENTITIES for result in audit_entity(connection, entity, choice, policy, gates_only=True)]
+STAGING_AUDITS = "core_staging.audits"
+
+
+def start_audit(connection: duckdb.DuckDBPyConnection) -> None:
+    """Forgets the gates of the previous staging: until this one's are written, nothing may be published."""
+    run_sql_file(connection, SQL / "create_staging_audits.sql")
+    connection.execute(f"DELETE FROM {STAGING_AUDITS}")
+
+
+def record_gates(
+    connection: duckdb.DuckDBPyConnection, snapshot_date: dt.date, results: Sequence[dg.AssetCheckResult], run_id: str
+) -> None:
+    rows = [
+        (snapshot_date, r.asset_key.to_user_string(), r.check_name, r.passed, r.description, run_id, utc_now())
+        for r in results
+        if r.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    connection.executemany(f"INSERT INTO {STAGING_AUDITS} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def recorded_gate_failures(connection: duckdb.DuckDBPyConnection, snapshot_date: dt.date) -> list[str]:
+    """What keeps the staged day from being published, from the gates its staging recorded
+    (empty when every gate of every staged table passed)."""
+    expected = {(staged_key(entity).to_user_string(), spec.name) for entity in ENTITIES for spec in check_specs(entity) if spec.blocking}
+    rows = (
+        connection.execute(
+            f"SELECT asset, check_name, passed, message FROM {STAGING_AUDITS} WHERE snapshot_date = ?", [snapshot_date]
+        ).fetchall()
+        if table_exists(connection, STAGING_AUDITS)
+        else []
     )
+    failures = [f"{asset} {name}: {message}" for asset, name, passed, message in rows if not passed]
+    missing = sorted(expected - {(asset, name) for asset, name, _, _ in rows})
+    if missing:
+        failures.append(
+            f"no audit recorded for {len(missing)} gate(s) of {snapshot_date} (e.g. {' '.join(missing[0])}): "
+            "materialize core_staging again"
+        )
+    return failures

@@ -1,16 +1,25 @@
 -- Runs after type_<entity>.sql. Among the usable records of one id, the one with the
 -- latest updated_at is kept (on a tie, the one served last); the others are rejected as
 -- duplicate_id. Every served record then is either accepted or in rejected_records.
-CREATE OR REPLACE TABLE core_staging.deduped AS
+-- The window runs over four narrow columns, and only the superseded records are kept: a
+-- copy of the typed records (JSON and lists) would not fit DuckDB's memory_limit.
+CREATE OR REPLACE TABLE core_staging.superseded AS
+SELECT served_position
+FROM (
+    SELECT served_position,
+           row_number() OVER (PARTITION BY record_key ORDER BY updated_at DESC, served_position DESC) AS version_rank
+    FROM core_staging.typed
+    WHERE reject_reason IS NULL
+)
+WHERE version_rank > 1;
+
+CREATE OR REPLACE VIEW core_staging.deduped AS
 SELECT
     *,
-    CASE
-        WHEN reject_reason IS NOT NULL THEN reject_reason
-        WHEN row_number() OVER (
-            PARTITION BY reject_reason IS NULL, record_key
-            ORDER BY updated_at DESC, served_position DESC
-        ) > 1 THEN 'duplicate_id'
-    END AS final_reason
+    coalesce(
+        reject_reason,
+        CASE WHEN served_position IN (SELECT served_position FROM core_staging.superseded) THEN 'duplicate_id' END
+    ) AS final_reason
 FROM core_staging.typed;
 
 CREATE SCHEMA IF NOT EXISTS quality;
