@@ -21,6 +21,7 @@ from moovitamix_assets.monitoring.lake import (
     raw_retention_schedule,
     raw_snapshot_parquet,
 )
+from moovitamix_assets.operations.executor import in_process_executor_with_recovery
 from moovitamix_assets.resources.environment import resources_from_env
 
 # Declared here because Dagster creates the default automation sensor STOPPED.
@@ -54,6 +55,7 @@ defs = dg.Definitions(
     ],
     resources=resources_from_env(),
     # Steps run one after another in the run's process: DuckDB allows one writer per file,
-    # and for this workload the in-process executor is several times faster.
-    executor=dg.in_process_executor,
+    # and for this workload the in-process executor is several times faster. Every run, from
+    # the UI, a schedule or the CLI, first recovers runs whose process died (their pool slots).
+    executor=in_process_executor_with_recovery,
 )
