@@ -60,7 +60,11 @@ def used_bytes(connection: duckdb.DuckDBPyConnection) -> int:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    start = dt.date.fromisoformat(arguments.start_date)
+    start = (
+        dt.date.fromisoformat(arguments.start_date)
+        if arguments.start_date
+        else dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=arguments.days)
+    )
     emulator, base_url = start_emulator([
         "--users", str(arguments.users), "--tracks", str(arguments.tracks),
         "--start-date", start.isoformat(), "--as-of", start.isoformat(),
@@ -173,7 +177,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--tracks", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--start-date", default="2026-11-01")
+    # Daily partitions exist up to today: the simulated days end yesterday by default.
+    parser.add_argument("--start-date", default=None, help="the first simulated day (default: --days days ago)")
     parser.add_argument("--keep-days", type=int, default=7, help="complete raw days DuckDB keeps (>= 2)")
     parser.add_argument("--tmp", default=None, help="where the temporary DuckDB file and lake go")
     run(parser.parse_args())
