@@ -103,7 +103,7 @@ def run(arguments: argparse.Namespace) -> None:
                     history = {}
                     began = time.perf_counter()
                     publish_core_tables(
-                        connection, lambda _: [],
+                        connection, lambda _connection, _day: [],
                         within_transaction=lambda c, staged: history.setdefault("stats", apply_history(c, staged, f"benchmark-{day}")),
                     )  # fmt: skip
                     timings["publish"] = time.perf_counter() - began

@@ -522,7 +522,7 @@ def daily_publish(database, day: dt.date, run_id: str) -> None:
     with in_utc(duckdb.connect(str(database))) as connection:
         stage_core_tables(connection, day, run_id)
         publish_core_tables(
-            connection, lambda _: [], within_transaction=lambda c, staged: apply_history(c, staged, run_id)
+            connection, lambda _connection, _day: [], within_transaction=lambda c, staged: apply_history(c, staged, run_id)
         )
 
 
