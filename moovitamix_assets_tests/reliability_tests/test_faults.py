@@ -1,13 +1,16 @@
-"""Faults around a day's ingestion: the API dying mid-pull, the run killed mid-write, two runs
-of one day at once, a flaky API. Each ends with the day whole or absent, never doubled."""
+"""Faults around a day's ingestion: the API dying mid-pull, the run killed mid-pull and inside
+its load transaction, two runs of one day at once, a flaky API. Each ends with the day whole
+or absent, never doubled, and no staged file outlives its run for long."""
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Optional
@@ -19,10 +22,12 @@ import requests
 
 from moovitamix_api.data import expected_counts
 from moovitamix_assets.contract import ENTITIES, LISTEN_HISTORY, USERS
-from moovitamix_assets.ingestion.assets import BATCH_RECORDS, raw_snapshot_assets
+from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.ingestion.pull import BATCH_RECORDS
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, raw_table
 from moovitamix_assets_tests.pipeline import (
     materialize_day,
+    materialized,
     query,
     scalar,
     table_fingerprint,
@@ -34,19 +39,27 @@ from moovitamix_assets_tests.reliability_tests.upstream import (
 
 DAY = "2026-11-01"
 PAGE_SIZE = 100
-# Large enough that a pull writes a batch of BATCH_RECORDS inside its transaction before
-# the fault strikes: 25,155 users and histories on DAY, 252 pages each (short histories:
-# their length adds time, not coverage).
+# Large enough that a pull stages a batch of BATCH_RECORDS before the fault strikes:
+# 25,155 users and histories on DAY, 252 pages each (short histories: their length adds
+# time, not coverage).
 LARGE_WORLD = dict(users=25_000, listens_per_user=2.0)
 PAGES_BEFORE_FAULT = 215  # > BATCH_RECORDS / PAGE_SIZE + the client's window of 8 pages ahead
 FAIL_FAST = dict(max_retries=2, backoff_factor=0.01, backoff_max_seconds=0.05)
+RAW_USERS = "key:raw/users"
 RUN_DAY = Path(__file__).with_name("run_day.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = "SELECT snapshot_date, entity, records, run_id FROM raw.snapshot_manifest ORDER BY ALL"
 
 
 @pytest.fixture
 def database(tmp_path):
     return tmp_path / "warehouse.duckdb"
+
+
+@pytest.fixture
+def staging(tmp_path):
+    """Where the runs of these tests stage their pulls (pipeline.resources: beside the database)."""
+    return tmp_path / "staging"
 
 
 def day_rows(database: Path, day: str = DAY) -> dict:
@@ -74,6 +87,8 @@ def assert_raw_landed_once(database: Path, expected: dict, day: str = DAY) -> No
             [day],
         )[0]
         assert (rows, ids, runs) == (expected[entity]["served"],) * 2 + (1,), entity
+    manifest = query(database, "SELECT entity, records FROM raw.snapshot_manifest WHERE snapshot_date = ? ORDER BY 1", [day])
+    assert manifest == sorted((entity, expected[entity]["served"]) for entity in ENTITIES)
 
 
 def assert_day_landed_once(database: Path, expected: dict, day: str = DAY) -> None:
@@ -83,6 +98,18 @@ def assert_day_landed_once(database: Path, expected: dict, day: str = DAY) -> No
     assert scalar(database, "SELECT count(*) FROM core.tracks") == expected["tracks"]["served"]
     assert scalar(database, "SELECT count(*) FROM core.listen_history") == expected[LISTEN_HISTORY]["listens"]
     assert scalar(database, "SELECT count(*) FROM quality.rejected_records") == 0
+
+
+def staged_runs(staging: Path) -> list[Path]:
+    """The runs with staged files: a folder each (beside it, the lock its step held)."""
+    return sorted(path for path in staging.iterdir() if path.is_dir())
+
+
+def assert_swept(staging: Path, dead_run: str, instance: dg.DagsterInstance, run_id: str) -> None:
+    """The run `run_id` removed the staged files `dead_run` left, and left none of its own."""
+    assert not any(staging.iterdir())
+    messages = [entry.user_message for entry in instance.all_logs(run_id)]
+    assert f"removed the staged files of 1 run(s) no longer in progress: ['{dead_run}']" in messages
 
 
 @contextlib.contextmanager
@@ -98,52 +125,78 @@ def reaped(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
             process.stdout.close()
 
 
-def step_errors(result: dg.ExecuteInProcessResult) -> dict:
-    return {
-        event.step_key: (event.event_specific_data.error.cause or event.event_specific_data.error).message
-        for event in result.get_step_failure_events()
-    }
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended ({process.returncode}) before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path.name} did not appear in {timeout} s"
+        time.sleep(0.02)
 
 
-def test_api_dying_mid_pull_keeps_the_previous_snapshot(emulator_settings, database):
+def failure_message(error) -> str:
+    """The step's own message: a step retried by its policy wraps it (Exceeded max_retries)."""
+    return (error.cause or error).message
+
+
+def test_api_dying_mid_pull_keeps_the_previous_snapshot(emulator_settings, database, staging):
     settings = emulator_settings.replace(**LARGE_WORLD)
     expected = expected_counts(settings)
-    # raw/users alone, here: the other raw steps take the same path, and core is rebuilt
-    # from raw (the kill test below shows it lands once).
-    raw_users = [asset for asset in raw_snapshot_assets if asset.key.path == ["raw", USERS]]
+    # raw/users alone, here: the other endpoints take the same path (and a failure of any
+    # one loads none); core is rebuilt from raw (the kill tests below show it lands once).
     with EmulatorProcess(settings) as api:
-        materialize_day(api.base_url, database, DAY, assets=raw_users)
+        first = materialize_day(api.base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS)
         before = table_fingerprint(database, raw_table(USERS))
+        manifest = query(database, MANIFEST)
         assert before[0] == expected[USERS]["served"]
+        assert manifest == [(dt.date.fromisoformat(DAY), USERS, expected[USERS]["served"], first.run_id)]
+        staged_bytes = []
 
         def kill_api_mid_pull() -> None:
             api.wait_for_pages(USERS, api.served[USERS] + PAGES_BEFORE_FAULT)
+            staged_bytes.append(sum(path.stat().st_size for path in staging.rglob("*.parquet")))
             api.kill()
 
         with ThreadPoolExecutor(1) as pool:
             killer = pool.submit(kill_api_mid_pull)
             result = materialize_day(
-                api.base_url, database, DAY, assets=raw_users, raise_on_error=False, **FAIL_FAST
-            )
+                api.base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS,
+                raise_on_error=False, **FAIL_FAST,
+            )  # fmt: skip
             killer.result()
 
     assert not result.success
-    message = step_errors(result)["raw__users"]
-    failed_page = int(message.split("GET /users page ")[1].split(":")[0])
-    assert message.startswith(f"moovitamix_assets.resources.api.MoovitamixApiError: GET /users page {failed_page}: ")
+    # The first attempt died mid-pull, naming the page; a batch had been staged, never loaded.
+    retried = [event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retried) == 2
+    message = failure_message(retried[0].event_specific_data.error)
+    prefix = (
+        "dagster._core.definitions.events.Failure: 1 of 1 endpoint(s) failed (nothing was loaded: every "
+        "endpoint keeps its previous snapshot): GET /users page "
+    )
+    assert message.startswith(prefix)
+    failed_page = int(message[len(prefix):].split(":")[0])
     assert "ConnectionError" in message and "after 2 retries" in message
-    assert failed_page > BATCH_RECORDS / PAGE_SIZE  # a batch had been inserted, then rolled back
+    assert failed_page > BATCH_RECORDS / PAGE_SIZE
+    assert staged_bytes[0] > 100_000  # the staged Parquet held a batch when the API died
+    # The step's two retries found the API still down, from page 1.
+    (failure,) = result.get_step_failure_events()
+    assert failure.event_specific_data.error.message == "Exceeded max_retries of 2\n"
+    last = failure_message(failure.event_specific_data.error)
+    assert last.startswith(prefix + "1: ConnectionError") and "after 2 retries" in last
     assert table_fingerprint(database, raw_table(USERS)) == before  # the day as it was
+    assert query(database, MANIFEST) == manifest
+    assert not any(staging.iterdir())  # a failed pull removes what it staged
 
     with EmulatorProcess(settings, port=api.port):  # the API is back, same address
-        assert materialize_day(api.base_url, database, DAY, assets=raw_users).success
+        again = materialize_day(api.base_url, database, DAY, assets=raw_snapshot_assets, selection=RAW_USERS)
     assert table_fingerprint(database, raw_table(USERS)) == before
     assert query(
         database, "SELECT count(DISTINCT record->>'id'), count(DISTINCT run_id) FROM raw.users WHERE snapshot_date = ?", [DAY]
     ) == [(expected[USERS]["served"], 1)]
+    assert query(database, MANIFEST) == [(dt.date.fromisoformat(DAY), USERS, expected[USERS]["served"], again.run_id)]
 
 
-def test_run_killed_mid_write_leaves_the_day_whole_or_absent(emulator_settings, database, tmp_path):
+def test_run_killed_mid_pull_leaves_the_warehouse_untouched(emulator_settings, database, staging, tmp_path):
     settings = emulator_settings.replace(latency_ms=10, **LARGE_WORLD)
     expected = expected_counts(settings)
     pages = -(-expected[LISTEN_HISTORY]["served"] // PAGE_SIZE)
@@ -160,33 +213,88 @@ def test_run_killed_mid_write_leaves_the_day_whole_or_absent(emulator_settings, 
             api.wait_for_pages(LISTEN_HISTORY, PAGES_BEFORE_FAULT)
             runner.send_signal(signal.SIGKILL)
             assert runner.wait(timeout=30) == -signal.SIGKILL
-        served_when_killed = api.served[LISTEN_HISTORY]
-        # The transaction commits after the last page: it cannot have committed.
-        assert served_when_killed < pages
+        assert api.served[LISTEN_HISTORY] < pages  # killed while pulling
 
-        rows = day_rows(database)  # the file opens: DuckDB replays or drops what the kill left
-        assert rows[LISTEN_HISTORY] == 0
-        for entity in ENTITIES:
-            assert rows[entity] in (0, expected[entity]["served"]), entity
-        with duckdb.connect(str(database)) as connection:
-            connection.execute("CHECKPOINT")
+        # The pull never holds the warehouse: the run died before it even created the file.
+        assert not database.exists()
+        (dead_run,) = staged_runs(staging)  # what it staged stays behind, for now
+        assert {path.parent.name for path in dead_run.rglob("*.parquet")} == set(ENTITIES)
 
         requests.post(f"{api.base_url}/_admin/state", json={"latency_ms": 0}, timeout=10).raise_for_status()
-        assert materialize_day(api.base_url, database, DAY).success
+        instance = dg.DagsterInstance.ephemeral()
+        result = materialize_day(api.base_url, database, DAY, instance=instance)
+    assert_swept(staging, dead_run.name, instance, result.run_id)
     assert_day_landed_once(database, expected)
 
 
-def run_two_at_once(base_url: str, database: Path, tmp_path: Path, env: Optional[dict], *options: str) -> list:
-    """Two processes materialize DAY into the same file, released at the same instant."""
+def kill_inside_the_load(base_url: str, database: Path, tmp_path: Path) -> None:
+    """A raw run of DAY in its own process, SIGKILLed inside its load transaction, after it
+    replaced (uncommitted) the day's users and tracks and their manifest rows."""
+    stalled = tmp_path / "stalled_in_load"
+    stalled.unlink(missing_ok=True)
+    runner = subprocess.Popen(
+        [sys.executable, str(RUN_DAY), base_url, str(database), DAY, "--raw-only", "--stall-in-load", str(stalled)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    with reaped(runner):
+        assert runner.stdout.readline().strip() == "ready"
+        wait_for_file(stalled, runner)
+        runner.send_signal(signal.SIGKILL)
+        assert runner.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_run_killed_inside_the_load_transaction_leaves_the_day_absent_or_whole(
+    emulator, emulator_settings, database, staging, tmp_path
+):
+    base_url = emulator()
+    expected = expected_counts(emulator_settings)
+
+    # A first day, killed inside its load: the file opens (DuckDB drops what was not
+    # committed) and the day is absent, every endpoint of it.
+    kill_inside_the_load(base_url, database, tmp_path)
+    assert day_rows(database) == dict.fromkeys(ENTITIES, 0)
+    assert query(database, MANIFEST) == []
+    (dead_run,) = staged_runs(staging)
+    instance = dg.DagsterInstance.ephemeral()
+    first = materialize_day(base_url, database, DAY, instance=instance)
+    assert_swept(staging, dead_run.name, instance, first.run_id)
+    assert_day_landed_once(database, expected)
+    raw_before = {entity: table_fingerprint(database, raw_table(entity)) for entity in ENTITIES}
+    manifest = query(database, MANIFEST)
+    assert {run_id for *_, run_id in manifest} == {first.run_id}
+
+    # The same day pulled again, killed inside the load after deleting and rewriting two
+    # endpoints of it: the day is whole, as the first run left it.
+    kill_inside_the_load(base_url, database, tmp_path)
+    assert {entity: table_fingerprint(database, raw_table(entity)) for entity in ENTITIES} == raw_before
+    assert query(database, MANIFEST) == manifest
+    for entity in ENTITIES:
+        assert query(database, f"SELECT DISTINCT run_id FROM {raw_table(entity)}") == [(first.run_id,)], entity
+    with duckdb.connect(str(database)) as connection:
+        connection.execute("CHECKPOINT")
+
+    (dead_run,) = staged_runs(staging)
+    instance = dg.DagsterInstance.ephemeral()
+    again = materialize_day(base_url, database, DAY, instance=instance)
+    assert_swept(staging, dead_run.name, instance, again.run_id)
+    assert_day_landed_once(database, expected)
+    assert {run_id for *_, run_id in query(database, MANIFEST)} == {again.run_id}
+
+
+def run_two_at_once(
+    base_url: str, database: Path, tmp_path: Path, env: Optional[dict], *options: str, second_starts_when: str = ""
+) -> list:
+    """Two processes materialize DAY into the same file, released at the same instant (or the
+    second once a file matching the glob `second_starts_when` exists)."""
     start = tmp_path / "start"
     logs = [tmp_path / f"run_{number}.log" for number in (1, 2)]
     with contextlib.ExitStack() as stack:
         runners = [
             stack.enter_context(reaped(subprocess.Popen(
-                [sys.executable, str(RUN_DAY), base_url, str(database), DAY, "--start-file", str(start), *options],
+                [sys.executable, str(RUN_DAY), base_url, str(database), DAY, "--start-file", starts_when, *options],
                 stdout=subprocess.PIPE, stderr=stack.enter_context(log.open("w")), text=True, env=env,
             )))
-            for log in logs
+            for log, starts_when in zip(logs, [str(start), second_starts_when or str(start)])
         ]  # fmt: skip
         for runner in runners:
             assert runner.stdout.readline().strip() == "ready"
@@ -199,16 +307,22 @@ def run_two_at_once(base_url: str, database: Path, tmp_path: Path, env: Optional
     return reports
 
 
-def test_same_day_from_two_bare_processes_waits_on_the_file_lock(emulator, emulator_settings, database, tmp_path):
-    # No shared Dagster instance: nothing but DuckDB's file lock keeps the two apart.
-    # dagster-duckdb retries duckdb.connect on IOException (10 retries, 0.1 s doubling:
-    # about 100 s in all), so the second process waits for the first's step to end.
-    base_url = emulator(latency_ms=20)  # each raw step holds the file about a second
-    reports = run_two_at_once(base_url, database, tmp_path, None)
+def test_same_day_from_two_bare_processes_waits_on_the_file_lock(emulator, emulator_settings, database, staging, tmp_path):
+    # No shared Dagster instance: nothing but DuckDB's file lock keeps the two apart (the
+    # warehouse waits for it, WarehouseResource.lock_wait_seconds). The second starts once
+    # the first is staging its pull: its sweep must leave a pull in progress alone, though
+    # its own instance knows nothing of that run.
+    base_url = emulator(latency_ms=200)  # a pull of about two seconds
+    first_is_staging = str(staging / "*" / "*" / "pass-1.parquet")  # <run id>/<endpoint>/
+    reports = run_two_at_once(base_url, database, tmp_path, None, second_starts_when=first_is_staging)
 
     assert [report["success"] for report in reports] == [True, True], [r["errors"] for r in reports]
+    for report in reports:
+        assert "STEP_UP_FOR_RETRY" not in report["log"]  # nothing failed, not even once
+        assert "removed the staged files" not in report["log"]
     assert sum(report["lock_waits"] for report in reports) > 0  # they did collide
     assert_day_landed_once(database, expected_counts(emulator_settings))
+    assert not any(staging.iterdir())
 
 
 def test_same_day_from_two_processes_on_one_instance_queue_on_the_pool(emulator, emulator_settings, database, tmp_path):
@@ -247,6 +361,7 @@ def test_5xx_and_429s_still_land_every_record_once(emulator, emulator_settings, 
     assert result.success
     assert_day_landed_once(database, expected_counts(emulator_settings))
     for entity in ENTITIES:
-        metadata = result.asset_materializations_for_node(f"raw__{entity}")[0].metadata
-        assert metadata["retries"].value >= metadata["pages"].value / 2, entity
-        assert metadata["requests"].value == metadata["pages"].value + metadata["retries"].value
+        metadata = materialized(result)[f"raw/{entity}"]
+        assert metadata["retries"] >= metadata["pages"] / 2, entity
+        # Every page, page 1 once more at the end (the pull's check that it saw one snapshot), the retries.
+        assert metadata["requests"] == metadata["pages"] + 1 + metadata["retries"]
