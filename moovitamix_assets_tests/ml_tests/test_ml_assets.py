@@ -116,7 +116,9 @@ def test_a_challenger_no_better_than_the_champion_is_not_promoted(emulator_url, 
 def test_on_upstream_random_data_nothing_beats_popularity(emulator, tmp_path):
     base_url = emulator(profile="upstream")
     database = tmp_path / "warehouse.duckdb"
-    materialize_day(base_url, database, DAY, raise_on_error=False)  # upstream data has orphans by design
+    # Upstream data is flat and random, and some updated_at come before created_at: a report
+    # (WARN), nothing that blocks, so core is published and the models train on it.
+    assert materialize_day(base_url, database, DAY).success
     result = train(base_url, database)
     metadata = model_metadata(result)
     print("\n" + metadata["metrics"])
