@@ -66,14 +66,15 @@ by hand. The descriptions are the tables' and columns' `COMMENT`s, written next 
 `monitoring/health.py`); `moovitamix_assets_tests/docs_tests/test_schema_doc.py` fails when
 this file and a freshly materialized warehouse disagree._
 
-One DuckDB file (`MOOVITAMIX_DUCKDB_PATH`, default `data/moovitamix.duckdb`), five schemas
+One DuckDB file (`MOOVITAMIX_DUCKDB_PATH`, default `data/moovitamix.duckdb`), six schemas
 in the order data flows through them:
 
 | schema | written by | holds |
 | --- | --- | --- |
-| `raw` | `raw/users`, `raw/tracks`, `raw/listen_history` (daily partitions) | every day's full pull of each endpoint, as received |
-| `core` | `core/users`, `core/tracks`, `core/listen_history` | the latest snapshot, typed and deduplicated |
-| `quality` | the core assets | the records that did not reach core, with their reasons |
+| `raw` | `raw/users`, `raw/tracks`, `raw/listen_history` (daily partitions, one multi-asset `raw_snapshots`) | every day's full pull of each endpoint, as received; `snapshot_manifest`: which days were loaded whole |
+| `core_staging` | `core_staging/users`, `core_staging/tracks`, `core_staging/listen_history` (multi-asset `core_staging`) | the newest complete day, typed and deduplicated, while it is audited; the gates it passed or failed |
+| `core` | `core/users`, `core/tracks`, `core/listen_history` (multi-asset `core`) | the last day that passed every gate, published whole |
+| `quality` | `core_staging` | the records that did not reach core, with their reasons |
 | `ml` | `ml/training_set`, `ml/recommender_model`, `ml/user_recommendations`, the `rollback_champion` job | training set, model registry, champion history, recommendations |
 | `monitoring` | every asset and check, `monitoring/pipeline_health`, the alert sensors | figures per run, check outcomes, health reports, alert deliveries |
 
@@ -82,30 +83,42 @@ in the order data flows through them:
 **Daily snapshots, not upserts by id.** The upstream service generates its data when it
 starts: on a restart the same id can name another user or track, and an id can vanish. An
 upsert by id would silently merge unrelated records across restarts. So each day's full
-pull of every endpoint is stored under its date in `raw.<endpoint>` (a pull that fails is
-rolled back; pulling a day again replaces that day whole), and the core tables are rebuilt
-whole from the latest snapshot, never merged. Every day stays comparable with the others
-(`row_count_stable` compares counts) and any day can be rebuilt from what was received.
-Old raw partitions move to the Parquet lake and leave DuckDB once their copy is verified
-(`raw_retention`, 30 days).
+pull of every endpoint is stored under its date in `raw.<endpoint>`: the pulls are staged
+as Parquet first, then the day's endpoints are loaded in one transaction together with
+their rows of `raw.snapshot_manifest` (a pull that fails loads nothing; pulling a day again
+replaces that day whole). A day is complete when its three endpoints are in the manifest,
+and the core tables are rebuilt whole from the newest complete day, never merged. Every
+day stays comparable with the others (`row_count_stable`, `volume_above_floor` compare
+counts) and any day can be rebuilt from what was received. Old raw partitions move to the
+Parquet lake and leave DuckDB once their copy is verified (`raw_retention`, 30 days; the
+newest complete days are kept whatever their age).
+
+**Write-audit-publish.** Core is never written before it is checked. `core_staging` types
+the newest complete day into `core_staging.<entity>` (the columns of `core.<entity>`) and
+runs every check there, recording the gates in `core_staging.audits`; `core` copies the
+three staged tables into `core.*` in one transaction, and only when every gate of the
+staged day passed. A reader of `core.*` sees the previous day or the new one whole, never
+a day that failed a gate, never tables of two different days.
 
 **`listen_history` exploded.** Upstream serves one record per user whose `items` is a list
 of track ids, oldest first. Joins, counts, the orphan checks and the recommender all need
 one row per listen, so `core.listen_history` has one row per (user, position): position 1
 is the oldest listen, the order is kept, and the user's history timestamps are repeated on
 each row. (`user_id`, `position`) is unique by construction (one history per user after
-deduplication, `WITH ORDINALITY`) and checked by `no_duplicate_ids`.
+deduplication, one subscript per item) and checked by `no_duplicate_ids`.
 
 **No enforced foreign keys: checks instead.** Upstream data does carry listens of unknown
 users or tracks, and duplicate ids. An enforced foreign key would make the whole load fail
 on the first orphan, or force the orphans to be dropped without a trace; DuckDB also
 refuses to replace a table that others reference, and the core tables are replaced on
 every rebuild. Instead, the asset checks `no_orphan_user_ids`, `no_orphan_track_ids` and
-`no_duplicate_ids` count and sample the offenders, record them in
-`monitoring.check_results`, and block the ML assets when they pass 1% of the rows
-(`QualityPolicy`). `core.users` and `core.tracks` keep a `PRIMARY KEY` (deduplication
-guarantees it; the key is the last guard); `core.listen_history` has none, because an
-enforced key made its build about 2.5 times slower at 20M listens.
+`no_duplicate_ids` count and sample the offenders on the staged day and record them in
+`monitoring.check_results` (WARN on any), and their gates `orphan_user_id_rate_within_limit`,
+`orphan_track_id_rate_within_limit` and `duplicate_rate_within_limit` refuse to publish
+the day when they pass 1% of the rows (`QualityPolicy`). `core.users` and `core.tracks`
+keep a `PRIMARY KEY` (deduplication guarantees it; the key is the last guard);
+`core.listen_history` has none, because an enforced key made its build about 2.5 times
+slower at 20M listens.
 
 **Raw keeps JSON.** `raw.<endpoint>.record` is the record exactly as received: a field the
 contract does not know, a renamed one or a value of the wrong type survives to be reported

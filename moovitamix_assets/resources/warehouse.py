@@ -20,7 +20,7 @@ DUCKDB_POOL = "duckdb"
 DUCKDB_PATH_ENV = "MOOVITAMIX_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = "data/moovitamix.duckdb"
 
-SCHEMAS = ("raw", "core", "quality", "ml", "monitoring")
+SCHEMAS = ("raw", "core_staging", "core", "quality", "ml", "monitoring")
 
 REJECTED_RECORDS = "quality.rejected_records"
 
