@@ -29,8 +29,9 @@ Pages are written as they arrive (one Parquet row per page: its items as one JSO
 and their ids), so memory holds a batch of pages and the ids, not the endpoint.
 """
 
-import collections
+import array
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -90,8 +92,10 @@ class PassSummary:
     records: int = 0
     total: Optional[int] = None  # from page 1
     problems: list[str] = dataclasses.field(default_factory=list)
-    keys: set = dataclasses.field(default_factory=set)
-    duplicate_keys: frozenset = frozenset()
+    # The pass's distinct ids, sorted, and those served more than once: numpy arrays (8 bytes
+    # an id), not Python sets, so a million records cost megabytes, not hundreds of them.
+    keys: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    duplicate_keys: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
     replaced_characters: int = 0
 
     @property
@@ -100,7 +104,7 @@ class PassSummary:
 
     @property
     def only_duplicates(self) -> bool:
-        return bool(self.duplicate_keys) and all(p.startswith("ids served twice") for p in self.problems)
+        return bool(self.duplicate_keys.size) and all(p.startswith("ids served twice") for p in self.problems)
 
 
 @dataclasses.dataclass
@@ -130,7 +134,7 @@ class StagedPull:
 
 
 def verify_pass(
-    pages: list[Page], page_size: int, bookend: Optional[Page], key_counts: collections.Counter
+    pages: list[Page], page_size: int, bookend: Optional[Page], duplicate_keys: np.ndarray
 ) -> list[str]:
     """What shows that the upstream moved, or served something odd, during one pass (empty when clean)."""
     problems = []
@@ -152,9 +156,8 @@ def verify_pass(
     served = sum(len(page.items) for page in pages)
     if served != first.total:
         problems.append(f"{served} records served, total says {first.total}")
-    twice = sorted(key for key, count in key_counts.items() if count > 1)
-    if twice:
-        problems.append(f"ids served twice: {len(twice)} (e.g. {twice[:5]})")
+    if duplicate_keys.size:
+        problems.append(f"ids served twice: {duplicate_keys.size} (e.g. {duplicate_keys[:5].tolist()})")
     if bookend is not None:
         if bookend.total != first.total:
             problems.append(f"total moved from {first.total} to {bookend.total} by the end of the pull")
@@ -183,10 +186,9 @@ class PassWriter:
         self.buffer: dict[str, list] = {name: [] for name in STAGED_SCHEMA.names}
         self.buffered = 0
 
-    def add(self, page: Page, key_counts: collections.Counter) -> None:
+    def add(self, page: Page, served_keys: array.array) -> None:
         keys = [record_key(item, self.key_field) for item in page.items]
-        key_counts.update(key for key in keys if key is not None)
-        self.summary.keys.update(key for key in keys if key is not None)
+        served_keys.extend(key for key in keys if key is not None)
         self.summary.records += len(page.items)
         if not page.items:
             return
@@ -212,13 +214,13 @@ class PassWriter:
 
 def pull_pass(client: MoovitamixApiClient, endpoint: str, summary: PassSummary, stats: FetchStats) -> None:
     """One full pass: every page, written as it arrives, then verified (summary.problems)."""
-    key_counts: collections.Counter = collections.Counter()
+    served_keys = array.array("q")  # every usable id served, in order
     fetch = client.fetch_all_pages(endpoint)
     pages_seen: list[Page] = []
     writer = PassWriter(summary, KEY_FIELD[endpoint])
     try:
         for page in fetch:
-            writer.add(page, key_counts)
+            writer.add(page, served_keys)
             # Keep what verification needs of each page; page 1 whole, for the bookend.
             pages_seen.append(page if page.number == 1 else dataclasses.replace(page, items=[None] * len(page.items)))
         bookend = client.fetch_page(endpoint, 1, on_response=fetch._record_request) if pages_seen else None
@@ -230,8 +232,9 @@ def pull_pass(client: MoovitamixApiClient, endpoint: str, summary: PassSummary, 
         stats.records += fetch.stats.records
         stats.bytes += fetch.stats.bytes
     summary.total = pages_seen[0].total if pages_seen else None
-    summary.duplicate_keys = frozenset(key for key, count in key_counts.items() if count > 1)
-    summary.problems = verify_pass(pages_seen, client.page_size, bookend, key_counts)
+    summary.keys, counts = np.unique(np.frombuffer(served_keys, dtype=np.int64), return_counts=True)
+    summary.duplicate_keys = summary.keys[counts > 1]
+    summary.problems = verify_pass(pages_seen, client.page_size, bookend, summary.duplicate_keys)
 
 
 def pull_endpoint(
@@ -295,7 +298,7 @@ def _decide(passes: list[PassSummary]) -> Optional[tuple[PassSummary, bool]]:
     if len(passes) < 2:
         return None
     previous = passes[-2]
-    if last.only_duplicates and previous.only_duplicates and last.duplicate_keys == previous.duplicate_keys:
+    if last.only_duplicates and previous.only_duplicates and np.array_equal(last.duplicate_keys, previous.duplicate_keys):
         return last, False  # the upstream serves these ids twice, pass after pass: data, not paging
     if _same_view(previous, last):
         # Nothing moved between the passes, yet the view is inconsistent (a page short of
@@ -311,21 +314,21 @@ class InconsistentUpstream(Exception):
 
 
 def _same_view(previous: PassSummary, last: PassSummary) -> bool:
-    return previous.keys == last.keys and previous.total == last.total and previous.problems == last.problems
+    return np.array_equal(previous.keys, last.keys) and previous.total == last.total and previous.problems == last.problems
 
 
 def _moving_but_alike(previous: PassSummary, last: PassSummary) -> bool:
     """Both passes moved, yet they agree on almost every id: an upstream that changes as we read."""
-    if not previous.keys or not last.keys or previous.total is None or last.total is None:
+    if not previous.keys.size or not last.keys.size or previous.total is None or last.total is None:
         return False
-    shared = len(previous.keys & last.keys)
-    return shared >= MIN_SHARED_IDS * max(len(previous.keys), len(last.keys))
+    shared = np.intersect1d(previous.keys, last.keys, assume_unique=True).size
+    return shared >= MIN_SHARED_IDS * max(previous.keys.size, last.keys.size)
 
 
 def _records_moved(passes: list[PassSummary]) -> int:
     """Ids seen in some passes and not in others."""
     if len(passes) < 2:
         return 0
-    union = set().union(*(summary.keys for summary in passes))
-    common = set.intersection(*(summary.keys for summary in passes))
-    return len(union - common)
+    union = functools.reduce(np.union1d, (summary.keys for summary in passes))
+    common = functools.reduce(lambda a, b: np.intersect1d(a, b, assume_unique=True), (summary.keys for summary in passes))
+    return int(union.size - common.size)
