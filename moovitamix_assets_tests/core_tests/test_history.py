@@ -7,6 +7,8 @@ computed here, row by row.
 """
 
 import datetime as dt
+import re
+from pathlib import Path
 from typing import Callable, Optional
 
 import dagster as dg
@@ -273,6 +275,25 @@ def test_as_of_macros_give_the_records_each_day_served(warehouse, days):
     # 2026-11-04 had no snapshot: it reads 2026-11-03's; before the first snapshot, nothing.
     assert warehouse.execute("SELECT count(*) FROM core.users_as_of(DATE '2026-11-04')").fetchall() == [(1165,)]
     assert warehouse.execute("SELECT count(*) FROM core.users_as_of(DATE '2026-10-31')").fetchall() == [(0,)]
+
+
+def test_the_queries_of_the_architecture_doc_run_and_answer(warehouse, days):
+    for day in DAYS:
+        publish(warehouse, day, days[day])
+    section = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text().split("## History", 1)[1]
+    block = re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+    statements = [s.strip() for s in re.sub(r"--[^\n]*", "", block).split(";") if s.strip()]
+    assert len(statements) == 3
+    jazz, album, new_listens = (warehouse.execute(statement).fetchall() for statement in statements)
+    latest = days[DAYS[-1]]
+    assert len(jazz) == 59
+    assert sorted(user_id for user_id, _, _ in jazz) == sorted(
+        k for k, user in latest["users"].items() if user["favorite_genre"] == "Jazz"
+    )
+    versions = expected_versions([(day, days[day]["tracks"]) for day in DAYS], TRACK_FIELDS)
+    assert album == sorted((v[7], v[-2], v[-1]) for v in versions if v[0] == 42)
+    listens = {day: sum(len(h["items"]) for h in days[day]["listen_history"].values()) for day in DAYS}
+    assert len(new_listens) == listens[DAYS[-1]] - listens[DAYS[0]]
 
 
 def test_a_record_that_vanishes_gets_its_end_and_comes_back_as_a_new_version(warehouse, days):
