@@ -22,14 +22,15 @@ from typing import Optional
 
 import duckdb
 
+from moovitamix_assets.constants import CORE, CORE_STAGING
 from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
 from moovitamix_assets.resources.warehouse import run_sql_file, table_exists, utc_now
 
 SQL = Path(__file__).parent / "sql"
 
-HISTORY_SCHEMA = "core"
+HISTORY_SCHEMA = CORE
 QUALITY_SCHEMA = "quality"
-STAGING_SCHEMA = "core_staging"
+STAGING_SCHEMA = CORE_STAGING
 
 # The versioned entities and their id column.
 VERSIONED = {USERS: "user_id", TRACKS: "track_id"}
@@ -223,7 +224,7 @@ def _finding(connection, table: str, check_name: str, offenders_sql: str, params
 
 
 def audit_history(
-    connection: duckdb.DuckDBPyConnection, snapshot_date: dt.date, core_schema: str = "core"
+    connection: duckdb.DuckDBPyConnection, snapshot_date: dt.date, core_schema: str = CORE
 ) -> list[HistoryFinding]:
     """Every history audit, for the day `snapshot_date` whose typed tables are in `core_schema`.
 
