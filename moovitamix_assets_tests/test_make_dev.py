@@ -78,12 +78,21 @@ def is_listening(port: int) -> bool:
 @pytest.mark.slow
 def test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c(tmp_path):
     api_port, ui_port = free_port(), free_port()
+    data = tmp_path / "data"  # nothing of the test's runs lands in the project's data/
     environment = {
         **os.environ,
         "MOOVITAMIX_API_PORT": str(api_port),
         "DAGSTER_PORT": str(ui_port),
+        "MOOVITAMIX_UI_PORT": str(ui_port),
+        "MOOVITAMIX_RECS_PORT": str(free_port()),
+        "MOOVITAMIX_REPORTS_PORT": str(free_port()),
         "MOOVITAMIX_API_URL": f"http://127.0.0.1:{api_port}",
-        "MOOVITAMIX_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "MOOVITAMIX_DUCKDB_PATH": str(data / "warehouse.duckdb"),
+        "MOOVITAMIX_STAGING_PATH": str(data / "staging"),
+        "MOOVITAMIX_MODEL_DIR": str(data / "models"),
+        "MOOVITAMIX_LAKE_PATH": str(data / "lake"),
+        "MOOVITAMIX_REPORTS_PATH": str(data / "reports"),
+        "MOOVITAMIX_SERVING_PATH": str(data / "serving"),
     }
     # Its own session and process group: the signal below reaches make as Ctrl-C would.
     process = subprocess.Popen(
