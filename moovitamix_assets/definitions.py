@@ -2,7 +2,10 @@
 
 import dagster as dg
 
+from moovitamix_assets.catalogue import with_catalogue
 from moovitamix_assets.core.assets import core_assets
+from moovitamix_assets.core.backfill import rebuild_history
+from moovitamix_assets.core.history_checks import history_checks
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.schedules import daily_ingestion_job, daily_ingestion_schedule
 from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
@@ -34,7 +37,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[
+    # Each asset that writes a table shows the catalogue's descriptions of it and its columns.
+    assets=with_catalogue([
         *raw_snapshot_assets,
         *with_daily_freshness([*core_assets, user_recommendations, serving_snapshot]),
         training_set,
@@ -42,9 +46,9 @@ defs = dg.Definitions(
         raw_snapshot_parquet,
         raw_retention,
         pipeline_health,
-    ],
-    asset_checks=ml_checks,
-    jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job, rollback_champion],
+    ]),
+    asset_checks=[history_checks, *ml_checks],
+    jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job, rollback_champion, rebuild_history],
     schedules=[daily_ingestion_schedule, weekly_retrain_schedule, raw_retention_schedule],
     sensors=[
         automation_sensor,

@@ -8,6 +8,7 @@ import duckdb
 
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import QualityPolicy
+from moovitamix_assets.core.history_checks import history_checks
 from moovitamix_assets.ingestion.assets import RawStaging, raw_snapshot_assets
 from moovitamix_assets.ml.registry import ModelStore
 from moovitamix_assets.monitoring.lake import LakeResource
@@ -15,7 +16,8 @@ from moovitamix_assets.resources.api import MoovitamixApiResource
 from moovitamix_assets.resources.environment import pipeline_resources
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
-INGESTION = [*raw_snapshot_assets, *core_assets]
+# As the daily_ingestion job: raw, core staged and published with its history, the history checks.
+INGESTION = [*raw_snapshot_assets, *core_assets, history_checks]
 
 
 def resources(

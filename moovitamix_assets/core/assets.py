@@ -28,6 +28,7 @@ from moovitamix_assets.core.checks import (
     recorded_gate_failures,
     start_audit,
 )
+from moovitamix_assets.core.history import HistoryStats, apply_and_audit_history
 from moovitamix_assets.monitoring.metrics import record_asset_metrics, record_check_results
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
 
@@ -42,6 +43,12 @@ DESCRIPTIONS = {
     USERS: "Users of the latest complete snapshot, typed: one row per user_id.",
     TRACKS: "Tracks of the latest complete snapshot, typed, duration also in seconds: one row per track_id.",
     LISTEN_HISTORY: "Listens of the latest complete snapshot, one row per listen: (user_id, position), position 1 the oldest.",
+}  # fmt: skip
+# The history the publish step updates in the same transaction as the current tables.
+HISTORY_DESCRIPTIONS = {
+    "users_history": "Every version of every user (type-2): valid_from, valid_to (NULL while current), record_hash.",
+    "tracks_history": "Every version of every track (type-2): valid_from, valid_to (NULL while current), record_hash.",
+    "listen_events": "Every listen ever observed, once: (user_id, position) with the day it first appeared.",
 }  # fmt: skip
 
 
@@ -131,12 +138,31 @@ def core_staging(
             description=DESCRIPTIONS[entity],
         )
         for entity in ENTITIES
+    ]
+    + [
+        dg.AssetSpec(
+            [CORE, table],
+            group_name=CORE,
+            deps=[dg.AssetKey([CORE_STAGING, e]) for e in ENTITIES],
+            kinds={"duckdb"},
+            automation_condition=PUBLISH_AUTOMATION,
+            description=description,
+        )
+        for table, description in HISTORY_DESCRIPTIONS.items()
     ],
     pool=DUCKDB_POOL,
 )
 def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
-    """Publishes the audited staged day into core.users, core.tracks and core.listen_history, in one transaction."""
+    """Publishes the audited staged day into core.users, core.tracks and core.listen_history, and its
+    history into core.users_history, core.tracks_history and core.listen_events, in one transaction."""
     started = time.monotonic()
+    history: list[HistoryStats] = []
+
+    def update_history(connection, day) -> None:
+        # Applied, then audited on the staged day, inside the publish transaction: a history
+        # that breaks its rules rolls the whole publish back.
+        history.append(apply_and_audit_history(connection, day, context.run.run_id))
+
     with warehouse.get_connection() as connection:
         choice = choose_snapshot(connection)
         staged = staged_snapshot_date(connection)
@@ -145,7 +171,7 @@ def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Ite
                 f"core_staging holds {staged} but the newest complete day is {choice.staged}: "
                 "materialize core_staging again before publishing."
             )
-        rows = publish_core_tables(connection, lambda c, day: recorded_gate_failures(c, day))
+        rows = publish_core_tables(connection, recorded_gate_failures, within_transaction=update_history)
         seconds = time.monotonic() - started
         results = []
         for entity in ENTITIES:
@@ -159,6 +185,16 @@ def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Ite
             }
             record_asset_metrics(connection, context.run.run_id, f"{CORE}/{entity}", None, metadata)
             results.append(dg.MaterializeResult(asset_key=[CORE, entity], metadata=metadata))
+        for table in HISTORY_DESCRIPTIONS:
+            (table_rows,) = connection.execute(f"SELECT count(*) FROM {CORE}.{table}").fetchall()[0]
+            metadata = {
+                "dagster/row_count": table_rows,
+                "dagster/table_name": f"{CORE}.{table}",
+                "dagster/column_schema": column_schema(connection, f"{CORE}.{table}"),
+                **history[0].as_metadata(),
+            }
+            record_asset_metrics(connection, context.run.run_id, f"{CORE}/{table}", None, metadata)
+            results.append(dg.MaterializeResult(asset_key=[CORE, table], metadata=metadata))
     yield from results
 
 

@@ -141,11 +141,14 @@ def test_core_stages_and_publishes_itself_after_a_raw_snapshot_lands(emulator_ur
         raw_snapshot_assets, partition_key=DAY, resources=resources(emulator_url, database), instance=instance
     )
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    # Staging and publish in one request: in that run, publish waits for staging's gates.
+    # Staging and publish (core and its history) in one request: in that run, publish waits
+    # for staging's gates.
     for entity in ("users", "tracks", "listen_history"):
         assert result.get_num_requested(dg.AssetKey(["core_staging", entity])) == 1
         assert result.get_num_requested(dg.AssetKey(["core", entity])) == 1
-    assert result.total_requested == 6
+    for table in ("users_history", "tracks_history", "listen_events"):
+        assert result.get_num_requested(dg.AssetKey(["core", table])) == 1
+    assert result.total_requested == 9
     dg.materialize(core_assets, resources=resources(emulator_url, database), instance=instance)
     # Once core is published, nothing more is asked for.
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)

@@ -33,7 +33,7 @@ from moovitamix_assets.core.history_checks import HISTORY_ASSET_KEYS, history_ch
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.monitoring.lake import LakeResource, export_raw_partition
 from moovitamix_assets.resources.warehouse import WarehouseResource, in_utc, transaction
-from moovitamix_assets_tests.pipeline import materialize_day
+from moovitamix_assets_tests.pipeline import check_results, materialize_day, materialized
 
 DAYS = [dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3), dt.date(2026, 11, 5)]
 
@@ -596,3 +596,35 @@ def test_rebuild_history_gives_exactly_the_tables_the_daily_runs_built(emulator,
     assert metadata["read_from_lake"].value == {day.isoformat(): ["listen_history", "tracks", "users"] for day in DAYS[:2]}
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 8 and all(evaluation.passed for evaluation in evaluations)
+
+
+def test_daily_runs_build_the_history_in_their_publish_and_a_refused_day_leaves_it_untouched(emulator, tmp_path, days):
+    """The real daily path (raw, core_staging, core with its history in one transaction) over
+    the emulator's days, one of them refused by a gate: the history is exactly the days published."""
+    database = tmp_path / "warehouse.duckdb"
+    base_url = emulator(as_of=DAYS[0].isoformat())
+    published = [DAYS[0], DAYS[1], DAYS[3]]
+    for day in DAYS:
+        # 2026-11-03 loses every track overnight: its volume gate refuses it, nothing is published.
+        refused = day == DAYS[2]
+        state = {"as_of": day.isoformat(), "empty_endpoints": ["tracks"] if refused else []}
+        requests.post(f"{base_url}/_admin/state", json=state, timeout=10).raise_for_status()
+        result = materialize_day(base_url, database, day.isoformat(), raise_on_error=not refused)
+        assert result.success != refused
+        if refused:
+            evaluations = check_results(result)
+            assert not evaluations[("core_staging/tracks", "volume_above_floor")].passed
+        else:
+            metadata = materialized(result)["core/listen_events"]
+            assert metadata["history_snapshot_date"] == day.isoformat()
+    served = [(day, days[day]) for day in published]
+    with duckdb.connect(str(database), read_only=True) as connection:
+        assert history_rows(connection, "users", "user_id", USER_FIELDS) == expected_versions(
+            [(day, s["users"]) for day, s in served], USER_FIELDS
+        )
+        assert history_rows(connection, "tracks", "track_id", TRACK_FIELDS) == expected_versions(
+            [(day, s["tracks"]) for day, s in served], TRACK_FIELDS
+        )
+        events = set(connection.execute("SELECT user_id, position, track_id, first_seen_date FROM core.listen_events").fetchall())
+        assert events == expected_events([(day, s["listen_history"]) for day, s in served])
+        assert [day for (day,) in connection.execute("SELECT snapshot_date FROM core.history_days ORDER BY 1").fetchall()] == published

@@ -42,8 +42,8 @@ def test_one_day_lands_every_record_and_passes_every_check(emulator_url, emulato
     assert scalar(database, "SELECT count(*) FROM quality.rejected_records") == 0
 
     evaluations = check_results(result)
-    # 9 per staged table (2 gates, 7 reports incl. the duplicate gate), and 2 x 2 on orphans.
-    assert len(evaluations) == 3 * 9 + 4
+    # 9 per staged table (3 gates, 6 reports), 2 x 2 on orphans, and 8 on the history.
+    assert len(evaluations) == 3 * 9 + 4 + 8
     failed = [key for key, evaluation in evaluations.items() if not evaluation.passed]
     assert failed == []
 
