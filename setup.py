@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Daily ingestion, quality checks and recommendations for the Moovitamix music app, on Dagster and DuckDB.",
     packages=find_packages(exclude=["moovitamix_assets_tests*", "benchmarks*"]),
-    package_data={"moovitamix_assets": ["*/sql/*.sql"]},
+    package_data={"moovitamix_assets": ["*/sql/*.sql", "catalogue.json"]},
     python_requires=">=3.10",
     install_requires=[
         "dagster>=1.13,<1.14",

@@ -1,4 +1,4 @@
-"""Writes docs/schema.md from the live DuckDB catalogue.
+"""Writes docs/schema.md, and the catalogue the assets show in the UI, from the live DuckDB catalogue.
 
     .venv/bin/python scripts/generate_schema_doc.py                      # builds a fresh warehouse first
     .venv/bin/python scripts/generate_schema_doc.py --database PATH      # documents an existing file
@@ -11,12 +11,14 @@ the catalogue: its description (the table's COMMENT), and its columns with type,
 nullability, key and description (the column's COMMENT). The comments are written next to
 the CREATE statements (`COMMENT ON ... IS ...` in the .sql files), so the catalogue
 carries them. The output is sorted and has no timestamp: moovitamix_assets_tests/docs_tests
-compares it with the committed file.
+compares it with the committed file. The same descriptions, with each column's type, go to
+moovitamix_assets/catalogue.json, which moovitamix_assets/catalogue.py attaches to the assets.
 """
 
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from moovitamix_api.server import serve_in_thread
 from moovitamix_api.settings import EmulatorSettings
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
+from moovitamix_assets.catalogue import CATALOGUE_PATH
 from moovitamix_assets.ml.assets import (
     recommender_model,
     training_set,
@@ -176,6 +179,35 @@ def render_schema_doc(connection: duckdb.DuckDBPyConnection) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_catalogue(connection: duckdb.DuckDBPyConnection) -> str:
+    """catalogue.json: each table's description and its columns' (name, type, description), as JSON."""
+    catalogue = {}
+    for schema, table, comment in connection.execute(
+        "SELECT schema_name, table_name, comment FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name IN $schemas AND NOT temporary ORDER BY ALL",
+        {"schemas": list(SCHEMAS)},
+    ).fetchall():
+        columns = connection.execute(
+            "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ? ORDER BY column_index",
+            [schema, table],
+        ).fetchall()
+        catalogue[f"{schema}.{table}"] = (comment or "", [[name, str(data_type), note or ""] for name, data_type, note in columns])
+    # One line per column, so that a diff shows the column that changed.
+    entries = [
+        f'  {json.dumps(table)}: {{\n    "description": {json.dumps(description, ensure_ascii=False)},\n    "columns": [\n'
+        + ",\n".join(f"      {json.dumps(column, ensure_ascii=False)}" for column in columns)
+        + "\n    ]\n  }"
+        for table, (description, columns) in catalogue.items()
+    ]
+    return "{\n" + ",\n".join(entries) + "\n}\n"
+
+
+def render_catalogue_of(database: Path) -> str:
+    with duckdb.connect(str(database), read_only=True) as connection:
+        return render_catalogue(connection)
+
+
 def render_schema_doc_of(database: Path) -> str:
     with duckdb.connect(str(database), read_only=True) as connection:
         return render_schema_doc(connection)
@@ -234,15 +266,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", type=Path, help="an existing DuckDB file (default: build a fresh one)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="default: docs/schema.md")
+    parser.add_argument(
+        "--catalogue", type=Path, default=CATALOGUE_PATH, help="default: moovitamix_assets/catalogue.json"
+    )
     arguments = parser.parse_args(argv)
-    if arguments.database:
-        text = render_schema_doc_of(arguments.database)
-    else:
-        with tempfile.TemporaryDirectory(prefix="moovitamix-schema-") as directory:
-            text = render_schema_doc_of(build_database(Path(directory)))
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(text)
-    print(f"wrote {arguments.output}")
+    with tempfile.TemporaryDirectory(prefix="moovitamix-schema-") as directory:
+        database = arguments.database or build_database(Path(directory))
+        outputs = {arguments.output: render_schema_doc_of(database), arguments.catalogue: render_catalogue_of(database)}
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 
