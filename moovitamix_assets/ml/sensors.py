@@ -1,12 +1,14 @@
-"""The drift sensor: asks for a retrain when the data has moved since the last training."""
+"""The drift sensor: asks for a retrain when no model exists yet, or the data has moved since the last training."""
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 import duckdb
 
+from moovitamix_assets.constants import CORE, ML
 from moovitamix_assets.contract import LISTEN_HISTORY, TRACKS, USERS
 from moovitamix_assets.ml.registry import RegistryEntry, latest_entry
 from moovitamix_assets.ml.schedules import retrain_recommender_job
@@ -120,32 +122,100 @@ def measure_drift(connection: duckdb.DuckDBPyConnection, policy: DriftPolicy) ->
     return measure
 
 
+# What the drift measure depends on: a new core snapshot, a new model, new recommendations.
+WATCHED_ASSETS = [
+    dg.AssetKey([CORE, LISTEN_HISTORY]),
+    dg.AssetKey([ML, "recommender_model"]),
+    dg.AssetKey([ML, "user_recommendations"]),
+]
+NO_CORE_YET = (
+    "No core tables yet: ingest today's snapshot (`make ingest`, or Jobs > daily_ingestion > Materialize); "
+    "the first model is trained as soon as they exist."
+)
+
+
+@dataclass
+class DriftCursor:
+    """The sensor's memory: the last retrain it asked for, and the watched assets' latest
+    materializations when it last measured."""
+
+    requested: str = ""
+    seen: Optional[str] = None
+
+    @classmethod
+    def parse(cls, cursor: Optional[str]) -> "DriftCursor":
+        if not cursor:
+            return cls()
+        try:
+            return cls(**json.loads(cursor))
+        except ValueError:  # a cursor from before: the trigger alone
+            return cls(requested=cursor)
+
+    def to_cursor(self) -> str:
+        return json.dumps({"requested": self.requested, "seen": self.seen})
+
+
+def watched_materializations(context: dg.SensorEvaluationContext) -> Optional[list[Optional[int]]]:
+    """The storage id of each watched asset's latest materialization (None: never), from the
+    instance, without opening the warehouse; None when the context has no instance (a test
+    that builds one), which then measures every time."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+    records = {record.asset_entry.asset_key: record.asset_entry for record in instance.get_asset_records(WATCHED_ASSETS)}
+    return [
+        entry.last_materialization_storage_id if (entry := records.get(key)) is not None else None
+        for key in WATCHED_ASSETS
+    ]
+
+
+def _skip(message: str, before: DriftCursor, after: DriftCursor) -> dg.SensorResult | dg.SkipReason:
+    if after == before:
+        return dg.SkipReason(message)
+    return dg.SensorResult(skip_reason=message, cursor=after.to_cursor())
+
+
 @dg.sensor(
     job=retrain_recommender_job,
-    minimum_interval_seconds=300,
+    # Often, so that a first model follows the first core tables within a minute; cheap, as the
+    # warehouse is read only when a watched asset was materialized since the last measure.
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a retrain when listens, users or tracks grew past a share, or recommendations stop being played.",
+    description="Requests a retrain when no model exists yet, when listens, users or tracks grew past a share, "
+    "or when recommendations stop being played; measures after each new core snapshot, model or recommendations.",
 )
 def recommender_drift_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource, drift_policy: DriftPolicy
 ) -> dg.SensorResult | dg.SkipReason:
+    before = DriftCursor.parse(context.cursor)
+    watched = watched_materializations(context)
+    if watched is not None and watched[0] is None:
+        return dg.SkipReason(NO_CORE_YET)
+    state = DriftCursor(requested=before.requested, seen=json.dumps(watched) if watched is not None else None)
+    if watched is not None and state.seen == before.seen:
+        return dg.SkipReason("nothing new since the last measure: no core snapshot, model or recommendations")
+    if not Path(warehouse.database).exists():
+        return dg.SkipReason(f"No warehouse at {warehouse.database} yet. {NO_CORE_YET}")
     try:
         connection = duckdb.connect(warehouse.database, read_only=True)
     except (duckdb.IOException, duckdb.CatalogException) as error:
-        return dg.SkipReason(f"warehouse not readable now (a run may be writing): {error}")
+        # Not remembered as seen: measured again at the next tick.
+        return dg.SkipReason(f"the warehouse is being written by a run; measuring at a later tick ({error})")
     try:
         if not table_exists(connection, core_table(LISTEN_HISTORY)):
-            return dg.SkipReason("no core tables yet")
+            return _skip(NO_CORE_YET, before, state)
         measure = measure_drift(connection, drift_policy)
     finally:
         connection.close()
     if not measure.reasons:
-        return dg.SkipReason(f"no drift: {json.dumps(measure.as_dict())}")
+        return _skip(f"no drift: {json.dumps(measure.as_dict())}", before, state)
     # One drift, one retrain: the same data measured against the same latest model asks once.
     trigger = f"{measure.reference.version if measure.reference else 'none'}@{measure.snapshot_date}"
-    if (context.cursor or "") == trigger:
-        return dg.SkipReason(f"retrain already requested for {trigger}")
+    if before.requested == trigger:
+        return _skip(f"retrain already requested for {trigger}", before, state)
     context.log.info(f"drift: {'; '.join(measure.reasons)}")
+    state.requested = trigger
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -153,5 +223,5 @@ def recommender_drift_sensor(
                 tags={"moovitamix/drift_reasons": "; ".join(measure.reasons)[:4000]},
             )
         ],
-        cursor=trigger,
+        cursor=state.to_cursor(),
     )

@@ -1,4 +1,4 @@
-"""The pipeline health report, refreshed hourly: volumes, durations, rejects and checks, with a verdict."""
+"""The pipeline health report, after each ingestion and hourly: volumes, durations, rejects and checks, with a verdict."""
 
 import base64
 import datetime as dt
@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from moovitamix_assets.constants import MONITORING
+from moovitamix_assets.constants import CORE_STAGING, MONITORING
 from moovitamix_assets.contract import ENTITIES
 from moovitamix_assets.monitoring.metrics import ASSET_METRICS, CHECK_RESULTS, recorded_result
 from moovitamix_assets.resources.warehouse import (
@@ -30,6 +30,17 @@ SQL = Path(__file__).parent / "sql"
 
 REPORTS_PATH_ENV = "MOOVITAMIX_REPORTS_PATH"
 DEFAULT_REPORTS_PATH = "data/reports"
+# Where the charts are served over HTTP (make dev serves the reports folder there), so that
+# the report links its chart; unset, the metadata gives the chart's path.
+REPORTS_URL_ENV = "MOOVITAMIX_REPORTS_URL"
+
+HEALTH_CRON = "30 * * * *"
+# Hourly, and as soon as a day's ingestion has been staged and audited (its figures and
+# checks are then recorded), so the first report follows the first ingestion. Deliberately
+# not eager(): the report must also come on the days ingestion failed.
+HEALTH_AUTOMATION = (
+    dg.AutomationCondition.cron_tick_passed(HEALTH_CRON, "UTC") | dg.AutomationCondition.any_deps_updated()
+).since_last_handled() & ~dg.AutomationCondition.in_progress()
 
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
 
@@ -115,7 +126,10 @@ def assess(figures: pd.DataFrame, checks: pd.DataFrame, today: dt.date) -> Verdi
     latest = figures["snapshot_date"].max() if len(figures) else None
     latest = pd.Timestamp(latest).date() if latest is not None else None
     if latest is None:
-        verdict.fail("no snapshot ingested in the window")
+        verdict.fail(
+            "no snapshot ingested in the window: ingest today's with `make ingest` (or Jobs > daily_ingestion > "
+            "Materialize); the daily schedule takes over at 02:00 UTC"
+        )
         return verdict
     if latest < today - dt.timedelta(days=1):
         verdict.fail(f"no snapshot since {latest} (today is {today})")
@@ -145,13 +159,17 @@ def assess(figures: pd.DataFrame, checks: pd.DataFrame, today: dt.date) -> Verdi
     return verdict
 
 
-def render_chart(figures: pd.DataFrame) -> bytes:
-    """PNG: records, seconds and rejects per endpoint and day."""
+def chart_figure(figures: pd.DataFrame):
+    """Records, seconds and rejects per endpoint and day, over the days that exist (half a day of
+    margin each side: a single day is a point in the middle, not on a five-year axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    days = pd.to_datetime(figures["snapshot_date"])
+    first, last = days.min(), days.max()
     panels = (("records", "records pulled"), ("seconds", "pull seconds"), ("rejected", "records rejected"))
     figure, axes = plt.subplots(len(panels), 1, figsize=(9, 8), sharex=True)
     for axis, (column, title) in zip(axes, panels):
@@ -159,13 +177,31 @@ def render_chart(figures: pd.DataFrame) -> bytes:
             axis.plot(pd.to_datetime(rows["snapshot_date"]), rows[column], marker="o", label=entity)
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
+        axis.set_ylim(bottom=0)
+    axes[-1].set_xlim(first - pd.Timedelta(hours=12), last + pd.Timedelta(hours=12))
+    axes[-1].xaxis.set_major_locator(mdates.DayLocator(interval=max(1, ((last - first).days + 1) // 10)))
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     axes[0].legend(fontsize=8)
     figure.autofmt_xdate()
     figure.tight_layout()
+    return figure
+
+
+def render_chart(figures: pd.DataFrame) -> bytes:
+    """The chart as PNG."""
+    import matplotlib.pyplot as plt
+
+    figure = chart_figure(figures)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def chart_link(chart_path: Path) -> Optional[str]:
+    """The chart's URL where the reports folder is served (MOOVITAMIX_REPORTS_URL), else None."""
+    base = os.getenv(REPORTS_URL_ENV)
+    return f"{base.rstrip('/')}/{chart_path.name}" if base else None
 
 
 def render_markdown(verdict: Verdict, figures: pd.DataFrame, checks: pd.DataFrame, today: dt.date) -> str:
@@ -194,8 +230,10 @@ def render_markdown(verdict: Verdict, figures: pd.DataFrame, checks: pd.DataFram
     group_name=MONITORING,
     pool=DUCKDB_POOL,
     kinds={"duckdb"},
-    # No upstream: it must report on the days the pipeline failed too.
-    automation_condition=dg.AutomationCondition.on_cron("30 * * * *", "UTC"),
+    # What it reports on: the staged day's figures and checks. Not a requirement (a report is
+    # made whatever their state), the trigger of the report that follows an ingestion.
+    deps=[dg.AssetKey([CORE_STAGING, entity]) for entity in ENTITIES],
+    automation_condition=HEALTH_AUTOMATION,
 )
 def pipeline_health(
     context: dg.AssetExecutionContext, config: HealthConfig, warehouse: WarehouseResource
@@ -226,9 +264,13 @@ def pipeline_health(
         )
     chart = render_chart(figures) if len(figures) else b""
     chart_path = Path(os.getenv(REPORTS_PATH_ENV, DEFAULT_REPORTS_PATH)) / f"pipeline_health_{today}.png"
+    link = chart_link(chart_path) if chart else None
     if chart:
         chart_path.parent.mkdir(parents=True, exist_ok=True)
         chart_path.write_bytes(chart)
+        if link:
+            markdown += f"\n\n[Open the chart of volumes, durations and rejects]({link})"
+        # Inline too: the UI renders a data: image, so the report reads whole where it is shown.
         markdown += f"\n\n![volumes, durations and rejects](data:image/png;base64,{base64.b64encode(chart).decode()})"
     if verdict.status != HEALTHY:
         context.log.warning(f"pipeline {verdict.status}: {'; '.join(verdict.reasons)}")
@@ -240,7 +282,7 @@ def pipeline_health(
             "verdict": verdict.status,
             "reasons": dg.MetadataValue.json(verdict.reasons),
             "report": dg.MetadataValue.md(markdown),
-            "chart": dg.MetadataValue.path(str(chart_path)) if chart else "no data",
+            "chart": (dg.MetadataValue.url(link) if link else dg.MetadataValue.path(str(chart_path))) if chart else "no data",
             "healthy": int(verdict.status == HEALTHY),
             "failed_checks": int((~checks["passed"].astype(bool)).sum()),
             **{f"records_{row.entity}": int(row.records) for row in latest.itertuples()},
