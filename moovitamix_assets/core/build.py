@@ -32,6 +32,7 @@ STAGING_SCHEMA = CORE_STAGING
 # the typed records, the records a later version superseded, and the view of the decisions.
 SCRATCH_TABLES = (f"{CORE_STAGING}.typed", f"{CORE_STAGING}.superseded")
 SCRATCH_DEDUPED = f"{CORE_STAGING}.deduped"
+SCRATCH_VIEWS = (SCRATCH_DEDUPED, f"{CORE_STAGING}.served")
 
 # The kinds of reason a record is rejected for (macros.sql and dedupe.sql give them).
 REASON_KINDS = (
@@ -115,12 +116,14 @@ def stage_core_tables(
     for entity in ENTITIES:
         variables = {"snapshot_date": snapshot_date, "entity": entity, "run_id": run_id}
         source = (sources or {}).get(entity, raw_table(entity))
-        run_sql_file(connection, SQL / f"type_{entity}.sql", variables, source=source)
+        run_sql_file(connection, SQL / "served_records.sql", variables, source=source)
+        run_sql_file(connection, SQL / f"type_{entity}.sql", variables)
         with transaction(connection):
             run_sql_file(connection, SQL / "dedupe.sql", variables)
         run_sql_file(connection, SQL / f"stage_{entity}.sql", variables)
         builds[entity] = _summarise(connection, entity, snapshot_date)
-    connection.execute(f"DROP VIEW IF EXISTS {SCRATCH_DEDUPED}")
+    for view in SCRATCH_VIEWS:
+        connection.execute(f"DROP VIEW IF EXISTS {view}")
     for scratch in SCRATCH_TABLES:
         connection.execute(f"DROP TABLE IF EXISTS {scratch}")
     return builds

@@ -3,7 +3,7 @@ CREATE SCHEMA IF NOT EXISTS core_staging;
 -- A table, not a TEMP one: DuckDB spills tables to disk under its memory_limit, temp tables less so.
 CREATE OR REPLACE TABLE core_staging.typed AS
 SELECT
-    pages.served_before + served.position_in_page AS served_position,
+    served_position,
     record,
     TRY_CAST(json_extract_string(record, 'user_id') AS BIGINT) AS record_key,
     TRY_CAST(json_extract(record, 'items') AS BIGINT[]) AS items,
@@ -15,12 +15,4 @@ SELECT
         timestamp_problem(record, 'created_at'),
         timestamp_problem(record, 'updated_at')
     ]) AS reject_reason
-FROM (SELECT * FROM {source} WHERE snapshot_date = getvariable('snapshot_date')) AS served
-JOIN (
-    -- Records served on the pages before each page: a window over pages, not over records,
-    -- which DuckDB 2.0 runs out of memory under its memory_limit on a day of histories.
-    SELECT page, sum(count(*)) OVER (ORDER BY page) - count(*) AS served_before
-    FROM {source}
-    WHERE snapshot_date = getvariable('snapshot_date')
-    GROUP BY page
-) AS pages USING (page);
+FROM core_staging.served;
