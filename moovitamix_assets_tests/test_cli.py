@@ -1,47 +1,79 @@
-"""The README's command-line materializations, run as written (through bash) against the emulator."""
+"""The command line: scripts/launch.py submits runs to the instance `make dev` runs, through its UI.
 
+The documented commands (README.md and docs/operations.md) run as written against a real
+`make dev` in test_make_dev.py; here, what needs no UI: the one line it prints when the UI
+is not running, and how it reads a selection of assets.
+"""
+
+import importlib.util
 import os
-import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from moovitamix_assets_tests.pipeline import scalar
-
 ROOT = Path(__file__).resolve().parents[1]
 
-# Exactly as README.md shows them; test_doc_commands.py maps each to this test.
+# Exactly as README.md and docs/operations.md show them; test_doc_commands.py maps each to the
+# test of test_make_dev.py that runs them.
 README_COMMANDS = [
-    'export DAGSTER_HOME=$PWD/.dagster_home',
-    '.venv/bin/dagster asset materialize -m moovitamix_assets.definitions --select group:raw --partition "$(date -u +%F)"',
-    ".venv/bin/dagster asset materialize -m moovitamix_assets.definitions --select group:core",
-    ".venv/bin/dagster job execute -m moovitamix_assets.definitions -j retrain_recommender",
+    '.venv/bin/python scripts/launch.py --job daily_ingestion --partition "$(date -u +%F)"',
+    ".venv/bin/python scripts/launch.py --select group:core",
+    ".venv/bin/python scripts/launch.py --job retrain_recommender",
+    ".venv/bin/python scripts/launch.py --job rollback_champion --config rollback.yaml",
+    ".venv/bin/python scripts/launch.py --select ml/user_recommendations",
+    ".venv/bin/python scripts/launch.py --select monitoring/pipeline_health",
 ]
 
 
-@pytest.mark.slow
-def test_cli_materializes_a_partition_then_core_then_retrains(emulator_url, tmp_path):
-    # A copy of the project's root layout: $PWD/.dagster_home must not be the developer's.
-    workdir = tmp_path / "project"
-    workdir.mkdir()
-    (workdir / ".venv").symlink_to(ROOT / ".venv")
-    (workdir / ".dagster_home").mkdir()
-    shutil.copy(ROOT / "dagster.yaml", workdir / ".dagster_home" / "dagster.yaml")
-    database = tmp_path / "warehouse.duckdb"
-    environment = {
-        **os.environ,
-        "MOOVITAMIX_API_URL": emulator_url,
-        "MOOVITAMIX_DUCKDB_PATH": str(database),
-        "MOOVITAMIX_MODEL_DIR": str(tmp_path / "models"),
-        "MOOVITAMIX_ALLOW_ANY_SNAPSHOT_DATE": "1",  # the test emulator is pinned to 2026-11-01
-    }
-    script = " && ".join(["set -e", *README_COMMANDS])
+def load_launch_script():
+    spec = importlib.util.spec_from_file_location("launch", ROOT / "scripts" / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_without_the_ui_it_says_so_in_one_line_and_how_to_start_it():
+    port = closed_port()
+    environment = {key: value for key, value in os.environ.items() if key != "MOOVITAMIX_UI_URL"}
     finished = subprocess.run(
-        ["bash", "-c", script], cwd=workdir, env=environment, capture_output=True, text=True, timeout=600
+        [sys.executable, "scripts/launch.py", "--job", "daily_ingestion", "--partition", "2026-11-25"],
+        cwd=ROOT, env={**environment, "MOOVITAMIX_UI_PORT": str(port)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode == 2
+    assert finished.stdout == ""
+    assert finished.stderr == (
+        f"The Dagster UI is not running at http://127.0.0.1:{port}: start it with `make dev` (in another terminal), "
+        "then run this again.\n"
     )
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert scalar(database, "SELECT count(*) FROM raw.users WHERE snapshot_date = current_date") == 1155
-    assert scalar(database, "SELECT count(*) FROM core.users") == 1155
-    assert scalar(database, "SELECT count(DISTINCT user_id) FROM ml.user_recommendations") == 1155
-    assert scalar(database, "SELECT count(*) FROM ml.model_registry WHERE status = 'champion'") == 1
+
+
+NODES = [
+    {"assetKey": {"path": ["raw", "users"]}, "groupName": "raw", "isMaterializable": True, "isPartitioned": True, "jobNames": ["__ASSET_JOB", "daily_ingestion"]},
+    {"assetKey": {"path": ["core", "users"]}, "groupName": "core", "isMaterializable": True, "isPartitioned": False, "jobNames": ["__ASSET_JOB", "daily_ingestion"]},
+    {"assetKey": {"path": ["core", "tracks"]}, "groupName": "core", "isMaterializable": True, "isPartitioned": False, "jobNames": ["__ASSET_JOB", "daily_ingestion"]},
+    {"assetKey": {"path": ["api", "source"]}, "groupName": "raw", "isMaterializable": False, "isPartitioned": False, "jobNames": []},
+]  # fmt: skip
+
+
+def test_a_selection_names_groups_and_asset_keys_and_refuses_what_it_does_not_know():
+    launch = load_launch_script()
+
+    def paths(selection):
+        return sorted("/".join(node["assetKey"]["path"]) for node in launch.resolve_selection(NODES, selection))
+
+    assert paths("group:core") == ["core/tracks", "core/users"]
+    assert paths("raw/users, key:core/users") == ["core/users", "raw/users"]
+    assert paths("group:raw") == ["raw/users"]  # a source is not materializable
+    with pytest.raises(launch.LaunchError, match=r"'group:nope' names no asset; groups: core, raw"):
+        launch.resolve_selection(NODES, "group:nope")
+    with pytest.raises(launch.LaunchError, match=r"'core/user' names no asset"):
+        launch.resolve_selection(NODES, "core/users,core/user")

@@ -23,6 +23,7 @@ from moovitamix_assets.monitoring.alert_delivery import (
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
 UI_URL_ENV = "MOOVITAMIX_UI_URL"
+UI_PORT_ENV = "MOOVITAMIX_UI_PORT"
 
 RUN_FAILURE = "run_failure"
 CHECK_FAILURE = "check_failure"
@@ -40,11 +41,18 @@ RUN_END_EVENTS = (
 RUNS_PER_TICK = 50
 
 
+def ui_url_from_env() -> str:
+    """The Dagster UI's address: MOOVITAMIX_UI_URL (behind a proxy), else the port it is served on
+    (MOOVITAMIX_UI_PORT, as `make dev` serves it), so run links follow the UI wherever it moved."""
+    port = os.getenv(UI_PORT_ENV)
+    return os.getenv(UI_URL_ENV) or (f"http://127.0.0.1:{port}" if port else DEFAULT_UI_URL)
+
+
 def alert_settings_from_env() -> AlertSettings:
     return AlertSettings(
         # An EnvVar, not the value: a webhook URL is a secret that the UI must not show.
         webhook_url=dg.EnvVar(WEBHOOK_URL_ENV) if os.getenv(WEBHOOK_URL_ENV) else None,
-        ui_url=os.getenv(UI_URL_ENV, DEFAULT_UI_URL),
+        ui_url=ui_url_from_env(),
     )
 
 

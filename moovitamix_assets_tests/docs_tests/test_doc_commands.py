@@ -38,10 +38,10 @@ RUN_HERE = {
 
 # Slow, long-running or environment-changing commands: the test (path::function) or
 # script that runs them.
-CLI_TEST = "moovitamix_assets_tests/test_cli.py::test_cli_materializes_a_partition_then_core_then_retrains"
+CLI_TEST = "moovitamix_assets_tests/test_make_dev.py::test_the_documented_commands_run_as_written_in_the_dev_instance"
 COVERED = {
-    "make dev": "moovitamix_assets_tests/test_make_dev.py::test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c",
-    "make ingest": "moovitamix_assets_tests/test_make_dev.py::test_make_dev_serves_the_ui_and_the_api_and_stops_on_ctrl_c",
+    "make dev": "moovitamix_assets_tests/test_make_dev.py::test_make_dev_serves_the_api_the_ui_and_the_services_on_their_ports",
+    "make ingest": "moovitamix_assets_tests/test_make_dev.py::test_make_ingest_runs_today_in_the_dev_instance_and_ends_with_its_link_and_counts",
     "make test": ".ci/run",
     **{" ".join(command.split()): CLI_TEST for command in README_COMMANDS},
     'curl -s "http://127.0.0.1:8001/users/42/recommendations?k=3"': (
