@@ -232,6 +232,11 @@ def test_make_dev_serves_the_api_the_ui_and_the_services_on_their_ports(dev):
     assert recommendations.status_code == 503 and recommendations.json()["status"] == "unavailable"  # nothing published yet
     wait_for(f"http://127.0.0.1:{dev.ports['MOOVITAMIX_REPORTS_PORT']}/", timeout=30)
 
+    # A start that says what it serves and what to do next, without warnings about Dagster itself.
+    log = (dev.home.parent / "dev.log").read_text()
+    assert "First day? In another terminal: make ingest" in log
+    assert not re.search(r"SupersessionWarning|DeprecationWarning", log), log[-3000:]
+
     # A new instance: the raw partitions begin today, the one day that can be filled.
     assert (dev.home / "first_snapshot_date").read_text().strip() == dev.today
     stats = dev.graphql(PARTITION_STATS, path=["raw", "users"])["assetNodeOrError"]["partitionStats"]

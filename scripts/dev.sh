@@ -30,7 +30,9 @@ fi
 
 .venv/bin/moovitamix-api --host "$MOOVITAMIX_API_HOST" --port "$MOOVITAMIX_API_PORT" ${MOOVITAMIX_API_ARGS:-} &
 api_pid=$!
-.venv/bin/dagster dev -h 127.0.0.1 -p "$MOOVITAMIX_UI_PORT" &
+# `dagster dev` is the command of this classic layout (setup.py, workspace.yaml); it warns on
+# every start that it is superseded by `dg dev`, the CLI of dg-scaffolded projects: noise here.
+PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded" .venv/bin/dagster dev -h 127.0.0.1 -p "$MOOVITAMIX_UI_PORT" &
 dagster_pid=$!
 # Serves what ml/serving_snapshot publishes under MOOVITAMIX_SERVING_PATH (data/serving); until
 # the first publication it answers /health with 503. Its exit does not stop the others.
