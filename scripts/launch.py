@@ -20,7 +20,7 @@ group, a config the job refuses), or it waits for a daemon that is not running.
 
 import argparse
 import datetime as dt
-import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -98,8 +98,15 @@ class DagsterUi:
                 f"The Dagster UI is not running at {self.url}: start it with `make dev` (in another terminal), "
                 "then run this again."
             ) from None
-        response.raise_for_status()
-        body = response.json()
+        try:
+            response.raise_for_status()
+            body = response.json()
+        except ValueError:
+            raise LaunchError(f"{self.url} does not answer as the Dagster UI (not JSON): is MOOVITAMIX_UI_URL right?") from None
+        except requests.HTTPError:
+            raise LaunchError(
+                f"{self.url} answered HTTP {response.status_code}: is it the Dagster UI (MOOVITAMIX_UI_URL)?"
+            ) from None
         if body.get("errors"):
             raise LaunchError(f"the UI refused the query: {body['errors'][0]['message']}")
         return body["data"]
@@ -272,7 +279,9 @@ def summary(ui: DagsterUi, run_id: str, run: dict) -> list[str]:
         if event["__typename"] == "ExecutionStepFailureEvent":
             error = event["error"] or {}
             cause = (error.get("causes") or [error])[-1]
-            lines.append(f"  step {event['stepKey']} failed: {first_line(cause.get('message'))}")
+            # "pkg.module.SomeError: text" -> "SomeError: text"
+            message = re.sub(r"^(?:\w+\.)+(\w+): ", r"\1: ", first_line(cause.get("message")))
+            lines.append(f"  step {event['stepKey']} failed: {message}")
     if run["status"] != "SUCCESS" and not any("failed:" in line for line in lines):
         failure = next((event for event in events if event["__typename"] == "RunFailureEvent"), None)
         if failure:
@@ -314,7 +323,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except LaunchError as error:
         print(error, file=sys.stderr)
         return 2
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as error:
+    except (OSError, yaml.YAMLError) as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 2
 
