@@ -5,7 +5,6 @@ import dagster as dg
 from moovitamix_assets.catalogue import with_catalogue
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.backfill import rebuild_history
-from moovitamix_assets.core.history_checks import history_checks
 from moovitamix_assets.ingestion.assets import raw_snapshot_assets
 from moovitamix_assets.ingestion.schedules import daily_ingestion_job, daily_ingestion_schedule
 from moovitamix_assets.ml.assets import recommender_model, training_set, user_recommendations
@@ -47,7 +46,7 @@ defs = dg.Definitions(
         raw_retention,
         pipeline_health,
     ]),
-    asset_checks=[history_checks, *ml_checks],
+    asset_checks=ml_checks,
     jobs=[daily_ingestion_job, retrain_recommender_job, raw_retention_job, rollback_champion, rebuild_history],
     schedules=[daily_ingestion_schedule, weekly_retrain_schedule, raw_retention_schedule],
     sensors=[

@@ -8,7 +8,6 @@ import duckdb
 
 from moovitamix_assets.core.assets import core_assets
 from moovitamix_assets.core.checks import QualityPolicy
-from moovitamix_assets.core.history_checks import history_checks
 from moovitamix_assets.ingestion.assets import RawStaging, raw_snapshot_assets
 from moovitamix_assets.ml.registry import ModelStore
 from moovitamix_assets.monitoring.lake import LakeResource
@@ -16,8 +15,8 @@ from moovitamix_assets.resources.api import MoovitamixApiResource
 from moovitamix_assets.resources.environment import pipeline_resources
 from moovitamix_assets.resources.warehouse import WarehouseResource
 
-# As the daily_ingestion job: raw, core staged and published with its history, the history checks.
-INGESTION = [*raw_snapshot_assets, *core_assets, history_checks]
+# As the daily_ingestion job: raw, then core staged, audited and published with its history.
+INGESTION = [*raw_snapshot_assets, *core_assets]
 
 
 def resources(

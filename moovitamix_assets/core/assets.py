@@ -29,6 +29,7 @@ from moovitamix_assets.core.checks import (
     start_audit,
 )
 from moovitamix_assets.core.history import HistoryStats, apply_and_audit_history
+from moovitamix_assets.core.history_checks import HISTORY_ASSET_KEYS, check_result, history_check_specs
 from moovitamix_assets.monitoring.metrics import record_asset_metrics, record_check_results
 from moovitamix_assets.resources.warehouse import DUCKDB_POOL, WarehouseResource, core_table
 
@@ -150,6 +151,7 @@ def core_staging(
         )
         for table, description in HISTORY_DESCRIPTIONS.items()
     ],
+    check_specs=history_check_specs(),
     pool=DUCKDB_POOL,
 )
 def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
@@ -185,6 +187,8 @@ def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Ite
             }
             record_asset_metrics(connection, context.run.run_id, f"{CORE}/{entity}", None, metadata)
             results.append(dg.MaterializeResult(asset_key=[CORE, entity], metadata=metadata))
+        day = history[0].snapshot_date
+        audits = record_check_results(connection, context.run.run_id, [check_result(f, day) for f in history[0].findings])
         for table in HISTORY_DESCRIPTIONS:
             (table_rows,) = connection.execute(f"SELECT count(*) FROM {CORE}.{table}").fetchall()[0]
             metadata = {
@@ -194,7 +198,8 @@ def core(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Ite
                 **history[0].as_metadata(),
             }
             record_asset_metrics(connection, context.run.run_id, f"{CORE}/{table}", None, metadata)
-            results.append(dg.MaterializeResult(asset_key=[CORE, table], metadata=metadata))
+            checks = [check for check in audits if check.asset_key == HISTORY_ASSET_KEYS[table]]
+            results.append(dg.MaterializeResult(asset_key=[CORE, table], metadata=metadata, check_results=checks))
     yield from results
 
 

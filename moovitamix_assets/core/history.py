@@ -11,7 +11,7 @@ storage and work grow with what changed, not with the number of days kept.
 - core.history_days: the days applied, in date order, with what each changed.
 
 `audit_history` checks the result, as blocking audits inside the publish transaction and as
-Dagster asset checks afterwards (history_checks.py).
+Dagster asset checks of the publish step (history_checks.py).
 """
 
 import dataclasses
@@ -65,6 +65,7 @@ class HistoryStats:
     history_rewrites: int
     reapplied: bool  # the day was the newest applied already: taken out, then applied again
     seconds: float
+    findings: list = dataclasses.field(default_factory=list)  # the audits, when apply_and_audit_history ran them
 
     def as_metadata(self) -> dict:
         return {
@@ -270,7 +271,8 @@ def apply_and_audit_history(connection: duckdb.DuckDBPyConnection, snapshot_date
     publish transaction runs. Raises HistoryAuditError when one fails, so that the caller's
     transaction rolls back and neither core nor its history moves."""
     stats = apply_history(connection, snapshot_date, run_id)
-    failed = failed_audits(audit_history(connection, snapshot_date, core_schema=STAGING_SCHEMA))
+    stats.findings = audit_history(connection, snapshot_date, core_schema=STAGING_SCHEMA)
+    failed = failed_audits(stats.findings)
     if failed:
         raise HistoryAuditError(f"the history with {snapshot_date} applied fails its audits: " + " | ".join(failed))
     return stats
