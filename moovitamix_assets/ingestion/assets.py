@@ -150,10 +150,14 @@ def pull_endpoints(
             try:
                 pulls[entity] = future.result()
             except MoovitamixApiError as error:
-                errors.append(str(error))
+                errors.append(error)
     if errors:
         loaded = "nothing was loaded: every endpoint keeps its previous snapshot"
-        raise dg.Failure(f"{len(errors)} of {len(entities)} endpoint(s) failed ({loaded}): " + " | ".join(errors))
+        raise dg.Failure(
+            f"{len(errors)} of {len(entities)} endpoint(s) failed ({loaded}): " + " | ".join(map(str, errors)),
+            # The step's retries wait out an outage; they cannot change a 401 or a 404.
+            allow_retries=any(error.transient for error in errors),
+        )
     return pulls
 
 

@@ -61,7 +61,15 @@ UNREACHABLE_AFTER_SECONDS = 10.0
 
 
 class MoovitamixApiError(Exception):
-    """A page could not be fetched: names the endpoint, the page and the cause."""
+    """A page could not be fetched: names the endpoint, the page and the cause.
+
+    transient is False for an answer that asking again will not change (a 4xx other than
+    429: a wrong token, a missing route, a refused parameter).
+    """
+
+    def __init__(self, message: str, transient: bool = True):
+        super().__init__(message)
+        self.transient = transient
 
 
 class MoovitamixApiUnreachable(dg.Failure):
@@ -466,7 +474,8 @@ class MoovitamixApiClient:
             if response.status_code != 200:
                 retried = f" after {transport_retries} retries" if response.status_code in RETRIED_STATUSES else ""
                 raise MoovitamixApiError(
-                    f"{where}: HTTP {response.status_code}{retried}: {self._redact(response.text)[:200]}"
+                    f"{where}: HTTP {response.status_code}{retried}: {self._redact(response.text)[:200]}",
+                    transient=response.status_code in RETRIED_STATUSES or response.status_code >= 500,
                 )
             try:
                 body = decode_json(response)
