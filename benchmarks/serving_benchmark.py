@@ -179,7 +179,7 @@ def main() -> None:
     )  # fmt: skip
     try:
         with PeakRss(service.pid) as memory:
-            startup = wait_for_version(base_url, version)
+            wait_for_version(base_url, version)
             print(f"  service up and serving {version} {time.monotonic() - started:.1f} s after its start "
                   f"(load and verification {load_seconds(base_url):.2f} s); RSS {memory.process.memory_info().rss / 2**20:.0f} MiB")  # fmt: skip
             lines = request_lines(first.user_ids, 20_000, seed=7)

@@ -18,7 +18,6 @@ import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Optional
 
 import duckdb
 

@@ -120,7 +120,6 @@ class StagedPull:
     records_moved: int  # ids in one pass and not another, over all passes
     replaced_characters: int
     stats: FetchStats
-    findings: list[str]  # what each discarded pass found, for the log
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -201,8 +200,7 @@ class PassWriter:
             self.flush()
 
     def flush(self) -> None:
-        if self.buffered or not self.buffer["page"]:
-            self.writer.write_table(pa.table(self.buffer, schema=STAGED_SCHEMA))
+        self.writer.write_table(pa.table(self.buffer, schema=STAGED_SCHEMA))
         self.buffer = {name: [] for name in STAGED_SCHEMA.names}
         self.buffered = 0
 
@@ -226,11 +224,7 @@ def pull_pass(client: MoovitamixApiClient, endpoint: str, summary: PassSummary, 
         bookend = client.fetch_page(endpoint, 1, on_response=fetch._record_request) if pages_seen else None
     finally:
         writer.close()
-        stats.pages += fetch.stats.pages
-        stats.requests += fetch.stats.requests
-        stats.retries += fetch.stats.retries
-        stats.records += fetch.stats.records
-        stats.bytes += fetch.stats.bytes
+        stats.add_counts(fetch.stats)
     summary.total = pages_seen[0].total if pages_seen else None
     summary.keys, counts = np.unique(np.frombuffer(served_keys, dtype=np.int64), return_counts=True)
     summary.duplicate_keys = summary.keys[counts > 1]
@@ -279,7 +273,7 @@ def pull_endpoint(
             return StagedPull(
                 endpoint=endpoint, files=files, winning_pass=winning.number, merged=merged, attempts=number,
                 total_reported=winning.total or 0, records_moved=moved,
-                replaced_characters=winning.replaced_characters, stats=stats, findings=findings,
+                replaced_characters=winning.replaced_characters, stats=stats,
             )  # fmt: skip
         findings.append(f"pass {number}: " + "; ".join(summary.problems))
         log.warning(f"/{endpoint}: pass {number} is not consistent ({'; '.join(summary.problems)}); pulling again")

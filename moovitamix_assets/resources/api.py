@@ -276,6 +276,14 @@ class FetchStats:
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
+    def add_counts(self, other: "FetchStats") -> None:
+        """Adds another pull's counts to these (a pull of several passes); seconds are the caller's."""
+        self.pages += other.pages
+        self.requests += other.requests
+        self.retries += other.retries
+        self.records += other.records
+        self.bytes += other.bytes
+
     def as_metadata(self) -> Dict[str, float]:
         return {
             "pages": self.pages,

@@ -9,7 +9,7 @@ computed here, row by row.
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import dagster as dg
 import duckdb

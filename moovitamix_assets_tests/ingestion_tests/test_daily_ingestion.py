@@ -1,7 +1,6 @@
 """A day's ingestion against the emulator: exact counts, checks, re-runs, two days, transport faults."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 import pytest

@@ -1,7 +1,6 @@
 """A pull says what it does: progress at INFO, each retry at WARNING with its cause and wait
 (rate-limited), and an API that never answers fails the day in seconds with one line."""
 
-import datetime as dt
 import logging
 import socket
 import time
