@@ -336,7 +336,9 @@ def test_same_day_from_two_processes_on_one_instance_queue_on_the_pool(emulator,
         # first claim; on a fresh instance two first claims at the same instant can both get
         # a slot (seen in 2 runs of 5), and only the file lock then keeps the two apart.
         instance.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
-    base_url = emulator()
+    # Slow enough that one run's raw step is still pulling when the other's asks for the pool:
+    # a staged pull of this small world otherwise ends within the second process's start-up.
+    base_url = emulator(latency_ms=200)
     environment = {**os.environ, "DAGSTER_HOME": str(home)}
     # The raw steps only: the pool's blocked steps poll every second, so the whole job
     # would take 20 s here; raw is where a doubled day would show.
